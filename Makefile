@@ -1,0 +1,43 @@
+# The two commands of the README: `make demo` and `make test`. Both create .venv on first use.
+PYTHON ?= python3
+VENV   := .venv
+BIN    := $(VENV)/bin
+STAMP  := $(VENV)/.installed
+
+.PHONY: install demo test lint bench clean
+
+$(STAMP): pyproject.toml Makefile
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install -q --upgrade pip
+	# torch first: these versions come as local wheels on our machines (another version downloads GBs)
+	$(BIN)/pip install -q torch==2.14.1 torchvision==0.29.1
+	# sam2 builds against the installed torch; no CUDA extension needed
+	SAM2_BUILD_CUDA=0 $(BIN)/pip install -q --no-build-isolation sam2==1.1.0
+	$(BIN)/pip install -q -e '.[dev]'
+	touch $(STAMP)
+
+install: $(STAMP)
+
+demo: $(STAMP)
+	$(BIN)/omnivision demo --out demo_out
+
+# pyright cannot follow setuptools' package-dir mapping of an editable install: give it a
+# symlinked view of the installed layout (omnivision/scenes -> scenes/, ...).
+PYRIGHT_VIEW := $(VENV)/pyright-view/omnivision
+
+lint: $(STAMP)
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+	rm -rf $(PYRIGHT_VIEW) && mkdir -p $(PYRIGHT_VIEW)
+	for f in omnivision/*.py; do ln -s "$$PWD/$$f" $(PYRIGHT_VIEW)/; done
+	for p in scenes lift query viewer twod eval; do ln -s "$$PWD/$$p" $(PYRIGHT_VIEW)/$$p; done
+	$(BIN)/pyright
+
+test: lint
+	HF_HUB_OFFLINE=1 $(BIN)/pytest
+
+bench: $(STAMP)
+	$(BIN)/python bench/render.py
+
+clean:
+	rm -rf $(VENV) demo_out .pytest_cache .ruff_cache

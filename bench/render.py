@@ -1,0 +1,125 @@
+"""Benchmark the torch renderer (and gsplat on CUDA) against the dense reference.
+
+    python bench/render.py            # all cases, a markdown table on stdout
+    python bench/render.py --quick    # small cases only
+
+Scenes: the real donut (45,624 Gaussians, ../shared/data) and synthetic scenes of 200k and 1M
+Gaussians laid on the demo tabletop's surfaces (the demo builder at a finer spacing), so that
+depth complexity is like a trained scene rather than a random cloud. The dense reference (every
+Gaussian x every pixel) is timed only where it finishes in reasonable time; its ratio column says
+how much faster the tile renderer is in the same run.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import sys
+from pathlib import Path
+
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from _measure import markdown_table, measure, run_isolated  # noqa: E402
+
+from omnivision.scenes.cameras import orbit_around_points, orbit_cameras  # noqa: E402
+from omnivision.scenes.demo import build_demo_gaussians  # noqa: E402
+from omnivision.scenes.io_ply import read_ply  # noqa: E402
+from omnivision.scenes.reference import render_dense_reference  # noqa: E402
+from omnivision.scenes.render import RenderConfig, render  # noqa: E402
+
+DONUT = Path(__file__).resolve().parents[2] / "shared" / "data" / "donut" / "fused.ply"
+# (name, scene, resolution, run the dense reference?)
+CASES = {
+    "demo29k@128": ("demo", 128, True),
+    "donut45k@128": ("donut", 128, True),
+    "donut45k@512": ("donut", 512, False),
+    "donut45k@1024": ("donut", 1024, False),
+    "synth200k@512": ("synth200k", 512, False),
+    "synth1M@512": ("synth1M", 512, False),
+    "synth1M@1024": ("synth1M", 1024, False),
+}
+QUICK = ("demo29k@128", "donut45k@512")
+
+
+def build(scene_name: str, size: int):
+    if scene_name == "donut":
+        if not DONUT.is_file():
+            raise SystemExit(f"{DONUT} not found (../shared/data)")
+        scene = read_ply(DONUT)
+        return scene, orbit_around_points(scene.means, 1, size, size)
+    target = {"demo": 29_000, "synth200k": 200_000, "synth1M": 1_000_000}[scene_name]
+    spacing = 0.0055 * math.sqrt(29_298 / target)
+    scene = build_demo_gaussians(spacing=spacing)
+    return scene, orbit_cameras((0.0, 0.0, 0.04), 1.25, 1, 35.0, size, size, 60.0)
+
+
+def run_case(case: str, device: str) -> dict:
+    scene_name, size, with_reference = CASES[case]
+    scene, cameras = build(scene_name, size)
+    row: dict = {"case": case, "gaussians": len(scene), "pixels": f"{size}x{size}", "device": device}
+    if device == "cuda":
+        scene_cuda = scene.to("cuda")
+        gs = measure(lambda: render(scene_cuda, cameras, config=RenderConfig(backend="gsplat")), 3, "cuda")
+        tt = measure(lambda: render(scene_cuda, cameras, config=RenderConfig(backend="torch")), 1, "cuda")
+        row.update(
+            torch_s=f"{tt.seconds:.3f}",
+            torch_peak_mb=f"{tt.peak_mb:.0f}",
+            gsplat_s=f"{gs.seconds:.4f}",
+            gsplat_peak_mb=f"{gs.peak_mb:.0f}",
+            ratio=f"{tt.seconds / gs.seconds:.0f}x slower than gsplat",
+        )
+        return row
+    fast = measure(lambda: render(scene, cameras, config=RenderConfig(backend="torch")), 2)
+    row.update(torch_s=f"{fast.seconds:.3f}", torch_peak_mb=f"{fast.peak_mb:.0f}")
+    if with_reference:
+        ref = measure(lambda: render_dense_reference(scene, cameras), 1)
+        row.update(
+            reference_s=f"{ref.seconds:.2f}",
+            reference_peak_mb=f"{ref.peak_mb:.0f}",
+            speedup=f"{ref.seconds / fast.seconds:.0f}x",
+            mem_ratio=f"{fast.peak_mb / max(ref.peak_mb, 1e-3):.2f}",
+        )
+    else:
+        row.update(reference_s="(too slow)", speedup="-", mem_ratio="-")
+    return row
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--case", choices=sorted(CASES), help="run one case in this process (JSON out)")
+    parser.add_argument("--quick", action="store_true", help="only the small cases")
+    parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    args = parser.parse_args()
+    if args.case:
+        print(json.dumps(run_case(args.case, args.device)))
+        return
+    print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, device {args.device}", file=sys.stderr)
+    rows = []
+    for case in QUICK if args.quick else CASES:
+        row = run_isolated(Path(__file__), case, ["--device", args.device])
+        print(json.dumps(row), file=sys.stderr)
+        rows.append(row)
+    columns = [
+        ("case", "case"),
+        ("Gaussians", "gaussians"),
+        ("image", "pixels"),
+        ("torch s", "torch_s"),
+        ("torch peak MB", "torch_peak_mb"),
+        ("dense ref s", "reference_s"),
+        ("dense ref peak MB", "reference_peak_mb"),
+        ("speed-up vs ref", "speedup"),
+        ("peak mem / ref", "mem_ratio"),
+    ]
+    if args.device == "cuda":
+        columns = [c for c in columns[:5]] + [
+            ("gsplat s", "gsplat_s"),
+            ("gsplat peak MB", "gsplat_peak_mb"),
+            ("torch vs gsplat", "ratio"),
+        ]
+    print(markdown_table(rows, columns))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,1 @@
+"""Per-view features and masks -> per-Gaussian features (LUDVIG aggregation, graph diffusion). Not built yet."""

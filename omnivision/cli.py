@@ -1,0 +1,71 @@
+"""`omnivision <command> ...`: a thin dispatcher. Each command lives in its package and is imported
+only when it runs, so `omnivision --help` is instant and a missing optional extra only affects
+its own command."""
+
+from __future__ import annotations
+
+import importlib
+import sys
+
+COMMANDS: dict[str, tuple[str, str]] = {
+    "demo": ("omnivision.demo:main", "run the main job on the embedded demo scene (offline)"),
+    "demo-scene": (
+        "omnivision.scenes.cli:demo_scene_main",
+        "write the procedural tabletop demo scene",
+    ),
+    "info": ("omnivision.scenes.cli:info_main", "summarise a scene: Gaussians, SH degree, cameras"),
+    "render": (
+        "omnivision.scenes.cli:render_main",
+        "render RGB, depth or alpha of a scene's views",
+    ),
+    "export": ("omnivision.scenes.cli:export_main", "write a scene as INRIA .ply or web .splat"),
+}
+
+
+def usage() -> str:
+    width = max(len(name) for name in COMMANDS)
+    lines = [
+        "usage: omnivision COMMAND [ARGS...]   (omnivision COMMAND --help for its options)",
+        "",
+        "commands:",
+        *(f"  {name:<{width}}  {help_}" for name, (_, help_) in COMMANDS.items()),
+        "",
+        "example: omnivision demo-scene demo/ && omnivision render demo/ --view 0 --out view0.png",
+    ]
+    return "\n".join(lines)
+
+
+def run_command(target: str, argv: list[str], prog: str) -> int:
+    """Import `module:function`, call it with argv; bad input (an exception with `exit_code`)
+    becomes one line on stderr and that exit code."""
+    module_name, func_name = target.split(":")
+    func = getattr(importlib.import_module(module_name), func_name)
+    try:
+        return int(func(argv, prog) or 0)
+    except Exception as err:
+        code = getattr(err, "exit_code", None)
+        if code is None:
+            raise
+        print(f"{prog}: error: {err}", file=sys.stderr)
+        return int(code)
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    if not argv or argv[0] in ("-h", "--help"):
+        print(usage())
+        return 0
+    if argv[0] == "--version":
+        from omnivision import __version__
+
+        print(__version__)
+        return 0
+    name = argv[0]
+    if name not in COMMANDS:
+        print(f"omnivision: unknown command {name!r}\n\n{usage()}", file=sys.stderr)
+        return 2
+    return run_command(COMMANDS[name][0], argv[1:], f"omnivision {name}")
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

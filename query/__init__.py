@@ -1,0 +1,1 @@
+"""Select and edit Gaussians by phrase, exemplar, click and SAM prompt. Not built yet."""

@@ -1,0 +1,55 @@
+"""Shared fixtures: tiny synthetic scenes, the demo scene, and the real data in ../shared/data."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+import torch
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+
+from omnivision.scenes.gaussians import GaussianScene, normalize_quats  # noqa: E402
+
+REPO = Path(__file__).resolve().parents[1]
+SHARED_DATA = Path(os.environ.get("OMNIVISION_SHARED_DATA", REPO.parent / "shared" / "data"))
+
+
+def shared_data(*parts: str) -> Path:
+    """A path under ../shared/data, skipping the test with a reason when it is absent."""
+    path = SHARED_DATA.joinpath(*parts)
+    if not path.exists():
+        pytest.skip(f"real data not found at {path} (CI runs with ../shared beside the repo)")
+    return path
+
+
+def random_scene(
+    n: int = 200, sh_degree: int = 3, seed: int = 0, spread: float = 0.5
+) -> GaussianScene:
+    g = torch.Generator().manual_seed(seed)
+    return GaussianScene(
+        means=torch.randn(n, 3, generator=g) * spread,
+        quats=normalize_quats(torch.randn(n, 4, generator=g)),
+        log_scales=torch.log(torch.rand(n, 3, generator=g) * 0.08 + 0.01),
+        opacity_logits=torch.randn(n, generator=g) * 2 + 1,
+        sh=torch.randn(n, (sh_degree + 1) ** 2, 3, generator=g) * 0.3,
+    )
+
+
+@pytest.fixture(scope="session")
+def demo_dir(tmp_path_factory) -> Path:
+    """The demo scene written once per test session with the real writer."""
+    from omnivision.scenes.demo import write_demo_scene
+
+    return write_demo_scene(tmp_path_factory.mktemp("demo") / "scene")
+
+
+def pytest_collection_modifyitems(config, items):
+    if torch.cuda.is_available():
+        return
+    skip_gpu = pytest.mark.skip(reason="needs CUDA (gsplat kernels); none on this machine")
+    for item in items:
+        if "gpu" in item.keywords:
+            item.add_marker(skip_gpu)

@@ -1,0 +1,1 @@
+"""The viser web app `omnivision view`. Not built yet."""

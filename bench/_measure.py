@@ -14,7 +14,6 @@ import sys
 import threading
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
 from pathlib import Path
 
 import torch
@@ -25,61 +24,67 @@ def _rss_bytes() -> int:
         return int(f.read().split()[1]) * 4096
 
 
-@dataclass
-class Measurement:
-    seconds: float
-    peak_mb: float
-
-
-def measure(fn: Callable[[], object], repeats: int = 1, device: str = "cpu") -> Measurement:
-    """Best-of-`repeats` wall time and the peak memory added by one call (after one warm-up)."""
-    fn()  # warm-up: lazy imports, allocator growth
+def measure(
+    fn: Callable[[], object], mode: str = "time", repeats: int = 2, device: str = "cpu"
+) -> float:
+    """mode="time": best-of-`repeats` wall seconds after one warm-up call.
+    mode="memory": peak MB added during one call (run it under `run_isolated`, which fixes
+    glibc's mmap threshold so RSS follows live memory; that slows allocation, hence two modes)."""
+    if mode == "time":
+        fn()  # warm-up: lazy imports, allocator growth
+        best = float("inf")
+        for _ in range(repeats):
+            if device.startswith("cuda"):
+                torch.cuda.synchronize()
+            t0 = time.perf_counter()
+            fn()
+            if device.startswith("cuda"):
+                torch.cuda.synchronize()
+            best = min(best, time.perf_counter() - t0)
+        return best
     if device.startswith("cuda"):
         torch.cuda.synchronize()
         torch.cuda.reset_peak_memory_stats()
         base = torch.cuda.memory_allocated()
-    best = float("inf")
-    peak = 0
-    for _ in range(repeats):
-        start_rss = _rss_bytes()
-        stop = threading.Event()
-        samples = [start_rss]
-
-        def sample(samples=samples, stop=stop):
-            while not stop.is_set():
-                samples.append(_rss_bytes())
-                time.sleep(0.002)
-
-        thread = threading.Thread(target=sample, daemon=True)
-        thread.start()
-        t0 = time.perf_counter()
         fn()
-        if device.startswith("cuda"):
-            torch.cuda.synchronize()
-        best = min(best, time.perf_counter() - t0)
-        stop.set()
-        thread.join()
-        peak = max(peak, max(samples) - start_rss)
-    if device.startswith("cuda"):
-        peak = torch.cuda.max_memory_allocated() - base  # type: ignore[possibly-undefined]
-    return Measurement(best, peak / 2**20)
+        torch.cuda.synchronize()
+        return (torch.cuda.max_memory_allocated() - base) / 2**20
+    start_rss = _rss_bytes()
+    stop = threading.Event()
+    samples = [start_rss]
+
+    def sample() -> None:
+        while not stop.is_set():
+            samples.append(_rss_bytes())
+            time.sleep(0.002)
+
+    thread = threading.Thread(target=sample, daemon=True)
+    thread.start()
+    fn()
+    stop.set()
+    thread.join()
+    return (max(samples) - start_rss) / 2**20
 
 
 def run_isolated(script: Path, case: str, extra: list[str] | None = None) -> dict:
-    """Run one benchmark case in a fresh interpreter so peak memory is not shared across cases."""
-    # A fixed mmap threshold makes glibc return large freed blocks to the OS at once, so RSS
-    # follows live memory and the sampled peak is the call's real peak.
-    env = {**os.environ, "MALLOC_MMAP_THRESHOLD_": "131072"}
-    out = subprocess.run(
-        [sys.executable, str(script), "--case", case, *(extra or [])],
-        env=env,
-        capture_output=True,
-        text=True,
-        check=False,
-    )
-    if out.returncode != 0:
-        return {"case": case, "error": (out.stderr.strip().splitlines() or ["failed"])[-1]}
-    return json.loads(out.stdout.strip().splitlines()[-1])
+    """Run one case twice in fresh interpreters: once for time (default allocator), once for
+    peak memory (glibc returns freed large blocks at once, so sampled RSS follows live memory)."""
+    row: dict = {}
+    for mode, env in (
+        ("time", dict(os.environ)),
+        ("memory", {**os.environ, "MALLOC_MMAP_THRESHOLD_": "65536"}),
+    ):
+        out = subprocess.run(
+            [sys.executable, str(script), "--case", case, "--mode", mode, *(extra or [])],
+            env=env,
+            capture_output=True,
+            text=True,
+            check=False,
+        )
+        if out.returncode != 0:
+            return {"case": case, "error": (out.stderr.strip().splitlines() or ["failed"])[-1]}
+        row.update(json.loads(out.stdout.strip().splitlines()[-1]))
+    return row
 
 
 def markdown_table(rows: list[dict], columns: list[tuple[str, str]]) -> str:

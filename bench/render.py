@@ -55,47 +55,64 @@ def build(scene_name: str, size: int):
     return scene, orbit_cameras((0.0, 0.0, 0.04), 1.25, 1, 35.0, size, size, 60.0)
 
 
-def run_case(case: str, device: str) -> dict:
+def run_case(case: str, device: str, mode: str) -> dict:
     scene_name, size, with_reference = CASES[case]
     scene, cameras = build(scene_name, size)
-    row: dict = {"case": case, "gaussians": len(scene), "pixels": f"{size}x{size}", "device": device}
+    row: dict = {
+        "case": case,
+        "gaussians": len(scene),
+        "pixels": f"{size}x{size}",
+        "device": device,
+    }
+    unit, fmt = ("s", "{:.3f}") if mode == "time" else ("peak_mb", "{:.0f}")
     if device == "cuda":
         scene_cuda = scene.to("cuda")
-        gs = measure(lambda: render(scene_cuda, cameras, config=RenderConfig(backend="gsplat")), 3, "cuda")
-        tt = measure(lambda: render(scene_cuda, cameras, config=RenderConfig(backend="torch")), 1, "cuda")
-        row.update(
-            torch_s=f"{tt.seconds:.3f}",
-            torch_peak_mb=f"{tt.peak_mb:.0f}",
-            gsplat_s=f"{gs.seconds:.4f}",
-            gsplat_peak_mb=f"{gs.peak_mb:.0f}",
-            ratio=f"{tt.seconds / gs.seconds:.0f}x slower than gsplat",
+        gs = measure(
+            lambda: render(scene_cuda, cameras, config=RenderConfig(backend="gsplat")),
+            mode,
+            5,
+            device,
         )
+        tt = measure(
+            lambda: render(scene_cuda, cameras, config=RenderConfig(backend="torch")),
+            mode,
+            1,
+            device,
+        )
+        row.update({f"torch_{unit}": fmt.format(tt), f"gsplat_{unit}": fmt.format(gs)})
+        if mode == "time":
+            row["ratio"] = f"{tt / gs:.0f}x"
         return row
-    fast = measure(lambda: render(scene, cameras, config=RenderConfig(backend="torch")), 2)
-    row.update(torch_s=f"{fast.seconds:.3f}", torch_peak_mb=f"{fast.peak_mb:.0f}")
+    fast = measure(lambda: render(scene, cameras, config=RenderConfig(backend="torch")), mode)
+    row[f"torch_{unit}"] = fmt.format(fast)
     if with_reference:
-        ref = measure(lambda: render_dense_reference(scene, cameras), 1)
-        row.update(
-            reference_s=f"{ref.seconds:.2f}",
-            reference_peak_mb=f"{ref.peak_mb:.0f}",
-            speedup=f"{ref.seconds / fast.seconds:.0f}x",
-            mem_ratio=f"{fast.peak_mb / max(ref.peak_mb, 1e-3):.2f}",
-        )
+        ref = measure(lambda: render_dense_reference(scene, cameras), mode, 1)
+        row[f"reference_{unit}"] = fmt.format(ref)
+        key = "speedup" if mode == "time" else "mem_ratio"
+        row[key] = f"{ref / fast:.0f}x" if mode == "time" else f"{fast / max(ref, 1e-3):.1f}"
     else:
-        row.update(reference_s="(too slow)", speedup="-", mem_ratio="-")
+        row.update({f"reference_{unit}": "-", "speedup": "-", "mem_ratio": "-"})
     return row
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--case", choices=sorted(CASES), help="run one case in this process (JSON out)")
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument(
+        "--case", choices=sorted(CASES), help="run one case in this process (JSON out)"
+    )
+    parser.add_argument("--mode", choices=("time", "memory"), default="time")
     parser.add_argument("--quick", action="store_true", help="only the small cases")
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     args = parser.parse_args()
     if args.case:
-        print(json.dumps(run_case(args.case, args.device)))
+        print(json.dumps(run_case(args.case, args.device, args.mode)))
         return
-    print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, device {args.device}", file=sys.stderr)
+    print(
+        f"torch {torch.__version__}, {torch.get_num_threads()} threads, device {args.device}",
+        file=sys.stderr,
+    )
     rows = []
     for case in QUICK if args.quick else CASES:
         row = run_isolated(Path(__file__), case, ["--device", args.device])
@@ -116,7 +133,7 @@ def main() -> None:
         columns = [c for c in columns[:5]] + [
             ("gsplat s", "gsplat_s"),
             ("gsplat peak MB", "gsplat_peak_mb"),
-            ("torch vs gsplat", "ratio"),
+            ("torch time / gsplat", "ratio"),
         ]
     print(markdown_table(rows, columns))
 

@@ -19,6 +19,10 @@ COMMANDS: dict[str, tuple[str, str]] = {
         "render RGB, depth or alpha of a scene's views",
     ),
     "export": ("omnivision.scenes.cli:export_main", "write a scene as INRIA .ply or web .splat"),
+    "localize": (
+        "omnivision.twod.cli:localize_main",
+        "find what looks like a clicked example in images",
+    ),
 }
 
 

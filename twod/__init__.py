@@ -1,1 +1,3 @@
-"""2D models: DINOv3/DINOv2 features, SAM 2, the text bridge. Not built yet."""
+"""twod: 2D models (DINOv3/DINOv2 patch features, a weight-free colour backend, SAM 2),
+localize by example, correspondence/PCK, and `omnivision localize`. Imports nothing else of
+omnivision."""

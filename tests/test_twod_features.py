@@ -1,0 +1,118 @@
+"""Feature extractors through the real loading path (tiny random models saved with save_pretrained)."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+
+from omnivision.twod.colour import ColourTextureExtractor
+from omnivision.twod.extractors import load_extractor
+from omnivision.twod.features import TwoDError, extract_all, input_size_for, upsample
+
+
+@pytest.fixture(scope="module")
+def tiny_dinov3(tmp_path_factory):
+    from transformers import DINOv3ViTConfig, DINOv3ViTModel
+
+    config = DINOv3ViTConfig(
+        hidden_size=32,
+        num_hidden_layers=2,
+        num_attention_heads=2,
+        intermediate_size=64,
+        patch_size=16,
+        num_register_tokens=4,
+    )
+    torch.manual_seed(0)
+    folder = tmp_path_factory.mktemp("dinov3-tiny")
+    DINOv3ViTModel(config).save_pretrained(folder)
+    return folder
+
+
+@pytest.fixture(scope="module")
+def tiny_dinov2(tmp_path_factory):
+    from transformers import Dinov2Config, Dinov2Model
+
+    config = Dinov2Config(
+        hidden_size=32,
+        num_hidden_layers=2,
+        num_attention_heads=2,
+        mlp_ratio=2,
+        patch_size=14,
+    )
+    torch.manual_seed(0)
+    folder = tmp_path_factory.mktemp("dinov2-tiny")
+    Dinov2Model(config).save_pretrained(folder)
+    return folder
+
+
+def test_dinov3_tokens_split_into_cls_registers_and_patch_grid(tiny_dinov3):
+    extractor = load_extractor(str(tiny_dinov3), short_side=64, device="cpu")
+    assert (extractor.dim, extractor.stride) == (32, 16)
+    images = [torch.rand(120, 200, 3), torch.rand(120, 200, 3)]
+    feats = extractor.extract(images)
+    assert feats.input_size == (64, 112) and feats.image_size == (120, 200)
+    assert feats.patches.shape == (2, 4, 7, 32)
+    assert feats.registers is not None and feats.registers.shape == (2, 4, 32)
+    assert feats.cls is not None and feats.cls.shape == (2, 32)
+    # Patch features depend on the image: the same image gives the same features, another does not.
+    again = extractor.extract([images[0]])
+    torch.testing.assert_close(again.patches[0], feats.patches[0], atol=1e-5, rtol=1e-4)
+    assert not torch.allclose(feats.patches[0], feats.patches[1])
+
+
+def test_dinov2_fallback_has_no_registers(tiny_dinov2):
+    extractor = load_extractor(str(tiny_dinov2), short_side=56, device="cpu")
+    feats = extractor.extract([torch.rand(100, 100, 3)])
+    assert extractor.stride == 14 and feats.patches.shape == (1, 4, 4, 32)
+    assert feats.registers is None
+
+
+def test_extract_all_keeps_order_over_mixed_sizes():
+    extractor = ColourTextureExtractor(short_side=64)
+    images = [torch.rand(60, 80, 3), torch.rand(80, 60, 3), torch.rand(60, 80, 3)]
+    feats = extract_all(extractor, images, batch_size=2)
+    assert [f.image_size for f in feats] == [(60, 80), (80, 60), (60, 80)]
+    torch.testing.assert_close(feats[2].patches, extractor.extract([images[2]]).patches)
+
+
+def test_missing_hub_weights_say_how_to_get_them():
+    with pytest.raises(TwoDError, match="gated.*--backbone dinov2-base.*--backbone colour"):
+        load_extractor("dinov3-vits16")
+
+
+def test_folder_of_another_model_is_refused(tmp_path):
+    (tmp_path / "config.json").write_text(json.dumps({"model_type": "bert"}))
+    with pytest.raises(
+        TwoDError, match="config.json: model_type 'bert' is not a DINOv3 or DINOv2 model"
+    ):
+        load_extractor(str(tmp_path))
+
+
+def test_unknown_backbone_name():
+    with pytest.raises(TwoDError, match="unknown backbone 'resnet50'"):
+        load_extractor("resnet50")
+
+
+def test_input_size_keeps_aspect_and_patch_multiple():
+    assert input_size_for((480, 640), 448, 16) == (448, 592)
+    assert input_size_for((1063, 780), 448, 14) == (616, 448)
+
+
+def test_guided_upsampling_snaps_features_to_image_edges():
+    """A feature that is a step at the image's edge: joint bilateral upsampling recovers it better."""
+    image = torch.zeros(1, 64, 64, 3)
+    image[:, :, 29:] = 1.0  # vertical edge at x = 29, not on the 8-pixel patch grid
+    truth = image[..., :1]
+    feats = ColourTextureExtractor(short_side=64).extract([image[0]])
+    step = feats.patches[..., :1].clone()
+    step[...] = 0.0
+    step[:, :, 4:] = 1.0  # patch-level step: patches 0-3 left (x < 32), 4-7 right
+    feats.patches = step
+    plain = upsample(feats)
+    guided = upsample(feats, guide=image)
+    assert plain.shape == guided.shape == (1, 64, 64, 1)
+    err_plain = (plain - truth).abs().mean()
+    err_guided = (guided - truth).abs().mean()
+    assert err_guided < 0.5 * err_plain

@@ -19,6 +19,14 @@ COMMANDS: dict[str, tuple[str, str]] = {
         "render RGB, depth or alpha of a scene's views",
     ),
     "export": ("omnivision.scenes.cli:export_main", "write a scene as INRIA .ply or web .splat"),
+    "phrase": (
+        "omnivision.twod.cli_language:phrase_main",
+        "find what a phrase names in images (text bridge or CLIP relevancy)",
+    ),
+    "train-bridge": (
+        "omnivision.twod.cli_language:train_bridge_main",
+        "train the CLIP-text -> DINO text bridge on phrase-region pairs",
+    ),
     "localize": (
         "omnivision.twod.cli:localize_main",
         "find what looks like a clicked example in images",
@@ -52,6 +60,14 @@ def run_command(target: str, argv: list[str], prog: str) -> int:
             raise
         print(f"{prog}: error: {err}", file=sys.stderr)
         return int(code)
+
+
+def lift_main(argv: list[str] | None = None) -> int:
+    """The `omnivision-lift` console script: `omnivision-lift SCENE ...` or `omnivision-lift merge SCENE`."""
+    argv = sys.argv[1:] if argv is None else argv
+    if argv and argv[0] == "merge":
+        return run_command("omnivision.lift.cli:merge_main", argv[1:], "omnivision-lift merge")
+    return run_command("omnivision.lift.cli:lift_main", argv, "omnivision-lift")
 
 
 def main(argv: list[str] | None = None) -> int:

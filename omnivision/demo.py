@@ -1,7 +1,9 @@
 """`omnivision demo`: the main job on the embedded demo scene, offline and without model weights.
 
-Today: write the demo scene, render RGB / depth / object ids from a few of its cameras into one
-overview image, and export it for web viewers. Later stages (lifting, queries) extend this job.
+Writes the demo scene, renders RGB / depth / object ids from a few cameras into one overview,
+lifts weight-free colour features onto the Gaussians (LUDVIG aggregation), then answers one query
+by example: a click on the red mug in view 0 selects the Gaussians whose lifted features match the
+rendered feature under the click, shown highlighted in another view.
 """
 
 from __future__ import annotations
@@ -14,6 +16,7 @@ import numpy as np
 import torch
 import tyro
 
+from omnivision.lift.pipeline import LiftConfig, lift_scene
 from omnivision.scenes.demo import object_id_features, write_demo_scene
 from omnivision.scenes.io_images import colorize, save_image, to_uint8
 from omnivision.scenes.io_ply import write_splat
@@ -33,6 +36,52 @@ def id_colours(num: int) -> torch.Tensor:
     from matplotlib import colormaps
 
     return torch.tensor(colormaps["tab10"](np.arange(num) % 10)[:, :3], dtype=torch.float32)
+
+
+@dataclass
+class QueryShown:
+    image: Path
+    click: tuple[int, int]
+    selected: int
+    name: str
+    iou: float
+
+
+def query_by_click(gaussians, cameras, features, objects, path: Path, obj: int = 1) -> QueryShown:
+    """Click the centre of object `obj` in view 0, select Gaussians whose lifted feature is close to
+    the rendered feature under the click (Otsu threshold on cosine), highlight them in view 4."""
+    import torch.nn.functional as F
+
+    from omnivision.twod.localize import otsu_threshold
+
+    ids = gaussians.extras["object_id"]
+    w2c, K = cameras.world_to_camera[0], cameras.K[0]
+    centre = gaussians.means[ids == obj].mean(0)
+    cam = w2c[:3, :3] @ centre + w2c[:3, 3]
+    u, v = (K @ cam)[:2] / cam[2]
+    click = (int(u), int(v))
+    rendered = render(gaussians, cameras[0], features, RenderConfig(rgb=False))
+    assert rendered.features is not None
+    probe = F.normalize(rendered.features[0, click[1], click[0]], dim=0)
+    similarity = F.normalize(features, dim=-1) @ probe
+    selected = similarity > otsu_threshold(similarity)
+    highlighted = gaussians.clone()
+    grey = highlighted.sh[:, 0].mean(-1, keepdim=True)
+    highlighted.sh[:, 0] = torch.where(selected[:, None], highlighted.sh[:, 0], 0.35 * grey - 1.0)
+    highlighted.sh[selected, 0] = torch.tensor([3.0, -1.5, 3.0])  # magenta
+    before = render(gaussians, cameras[4], config=RenderConfig(background=(1.0, 1.0, 1.0)))
+    after = render(highlighted, cameras[4], config=RenderConfig(background=(1.0, 1.0, 1.0)))
+    assert before.rgb is not None and after.rgb is not None
+    clicked = render(gaussians, cameras[0], config=RenderConfig(background=(1.0, 1.0, 1.0))).rgb
+    assert clicked is not None
+    photo = to_uint8(clicked[0])
+    photo[max(click[1] - 3, 0) : click[1] + 4, max(click[0] - 3, 0) : click[0] + 4] = (255, 0, 255)
+    image = save_image(
+        path, np.concatenate([photo, to_uint8(before.rgb[0]), to_uint8(after.rgb[0])], axis=1)
+    )
+    truth = ids == obj
+    iou = float((selected & truth).sum() / (selected | truth).sum())
+    return QueryShown(image, click, int(selected.sum()), objects.get(obj, str(obj)), iou)
 
 
 def main(argv: list[str], prog: str) -> int:
@@ -64,12 +113,28 @@ def main(argv: list[str], prog: str) -> int:
         )
     overview = save_image(cfg.out / "overview.png", np.concatenate(rows, axis=0))
     splat = write_splat(gaussians, cfg.out / "demo.splat")
+
+    lifted = lift_scene(scene, LiftConfig(features="colour"), progress=True)
+    query = query_by_click(
+        gaussians, cameras, lifted.features, scene.objects, cfg.out / "query.png"
+    )
     print(f"\nscene     : {scene_dir} ({len(gaussians)} Gaussians, {len(cameras)} views)")
     print(f"objects   : {', '.join(scene.objects.values())}")
     print(
         f"overview  : {overview} (rows: views {list(cfg.views)}; columns: rgb, depth, object ids)"
     )
     print(f"web splat : {splat}")
+    print(
+        f"lifted    : colour features ({lifted.features.shape[1]} dims) onto {100 * lifted.coverage:.1f}% "
+        f"of the Gaussians from {len(lifted.views)} views in {lifted.seconds:.1f} s"
+    )
+    print(
+        f"query     : {query.image} (click {query.click} on view 0 -> {query.selected} Gaussians "
+        f"selected; IoU with the true '{query.name}' Gaussians {query.iou:.2f})"
+    )
     print(f"time      : {time.perf_counter() - start:.1f} s")
     print(f"\nnext: omnivision render {scene_dir} --all --out {cfg.out / 'renders'}")
+    print(
+        f"      omnivision-lift {scene_dir} --diffuse     # lifted features -> {scene_dir / 'omnivision'}"
+    )
     return 0

@@ -1,0 +1,255 @@
+"""Lift a whole scene: choose the views, make each view's 2D feature map, aggregate, optionally
+diffuse and refine. The objects a user holds: `LiftConfig` in, `LiftResult` out."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Literal
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from jaxtyping import Bool, Float
+from torch import Tensor
+
+from omnivision.scenes.cameras import Cameras
+from omnivision.scenes.errors import SceneError
+from omnivision.scenes.gaussians import GaussianScene
+from omnivision.scenes.io_images import read_image
+from omnivision.scenes.load import Scene
+from omnivision.scenes.render import RenderConfig, render
+
+from .aggregate import PCA, FeatureSums, fit_pca, lift_view, sample_pixels
+from .diffusion import adjacency, diffuse, edge_weights, fill_unseen, knn_graph
+
+
+@dataclass(frozen=True)
+class LiftConfig:
+    features: str = "colour"
+    """colour (weight-free), rgb, dinov3-vitb16 / dinov2-small / a hub id or folder, masks:DIR (label PNGs)."""
+    source: Literal["auto", "images", "render"] = "auto"
+    """auto: the scene's photos when it has them, else renders of the views."""
+    views: tuple[int, ...] | None = None
+    """Camera indices to use (default: all)."""
+    shard: tuple[int, int] | None = None
+    """(k, n): use every n-th of the views starting at k (a parallel job's share)."""
+    pca: int | None = None
+    """Project features to this many dims (fitted on pixels sampled from the first views)."""
+    short_side: int = 448
+    """Short side the 2D backbone sees."""
+    max_side: int | None = None
+    """Render at most this many pixels on the long side (cameras scaled down); default: camera size."""
+    diffuse: bool = False
+    """Fill unseen Gaussians and smooth features over the kNN graph after aggregation."""
+    knn: int = 16
+    diffusion_iterations: int = 10
+    refine: int = 0
+    """Gradient steps of feature distillation after aggregation (0: aggregation only)."""
+    device: str | None = None
+
+
+@dataclass
+class LiftResult:
+    """Per-Gaussian features (N, D) and what produced them."""
+
+    features: Float[Tensor, "N D"]
+    weights: Float[Tensor, "N"]
+    seen: Bool[Tensor, "N"]
+    sums: FeatureSums
+    views: list[int]
+    feature_name: str
+    seconds: float
+    pca: PCA | None = None
+    filled: int = 0
+    notes: list[str] = field(default_factory=list)
+
+    @property
+    def coverage(self) -> float:
+        return float(self.seen.float().mean())
+
+
+FeatureFn = Callable[[Tensor, int], Tensor]
+"""(image (H, W, 3) in [0, 1], view index) -> feature map (h, w, D)."""
+
+
+def make_feature_fn(
+    name: str, cameras: Cameras, short_side: int, device: str
+) -> tuple[FeatureFn, str]:
+    """The per-view feature map maker for a feature name, and the name stored on disk."""
+    if name == "rgb":
+        return (lambda image, _: image), "rgb"
+    if name.startswith("masks:"):
+        folder = Path(name.removeprefix("masks:"))
+        label_maps = _label_maps(folder, cameras)
+        num = int(max(int(m.max()) for m in label_maps.values())) + 1
+        return (lambda _, view: F.one_hot(label_maps[view].long(), num).float()), "masks"
+    from omnivision.twod.extractors import load_extractor
+
+    extractor = load_extractor(name, short_side=short_side, device=device)
+
+    def fn(image: Tensor, _: int) -> Tensor:
+        return extractor.extract([image]).normalized()[0]
+
+    return fn, name.replace("/", "_")
+
+
+def _label_maps(folder: Path, cameras: Cameras) -> dict[int, Tensor]:
+    from PIL import Image
+
+    if not folder.is_dir():
+        raise SceneError(folder, "masks folder not found")
+    maps = {}
+    for i, name in enumerate(cameras.names):
+        stem = Path(name).stem
+        path = next(
+            (p for p in (folder / f"{stem}.png", folder / f"{name}.png") if p.is_file()), None
+        )
+        if path is None:
+            raise SceneError(folder, f"no label PNG for view {name!r} (expected {stem}.png)")
+        with Image.open(path) as im:
+            arr = np.asarray(im)
+        if arr.ndim != 2:
+            raise SceneError(path, "label maps must be single-channel PNGs (pixel value = label)")
+        if arr.shape != (cameras.heights[i], cameras.widths[i]):
+            raise SceneError(
+                path,
+                f"is {arr.shape[1]}x{arr.shape[0]}, view is {cameras.widths[i]}x{cameras.heights[i]}",
+            )
+        maps[i] = torch.from_numpy(arr.astype(np.int64))
+    return maps
+
+
+def select_views(cameras: Cameras, config: LiftConfig) -> list[int]:
+    views = list(config.views) if config.views is not None else list(range(len(cameras)))
+    bad = [v for v in views if not 0 <= v < len(cameras)]
+    if bad:
+        raise ValueError(f"views {bad} out of range: the scene has {len(cameras)} cameras")
+    if config.shard is not None:
+        k, n = config.shard
+        views = views[k::n]
+    return views
+
+
+def view_image(scene: GaussianScene, cameras: Cameras, index: int, use_photos: bool) -> Tensor:
+    if use_photos and cameras.image_paths is not None:
+        return read_image(cameras.image_paths[index])
+    out = render(scene, cameras[index], config=RenderConfig(background=(1.0, 1.0, 1.0)))
+    assert out.rgb is not None
+    return out.rgb[0].clamp(0, 1).cpu()
+
+
+def lift_scene(
+    scene: Scene,
+    config: LiftConfig | None = None,
+    feature_fn: tuple[FeatureFn, str] | None = None,
+    progress: bool = False,
+) -> LiftResult:
+    """Aggregate per-view features onto the Gaussians (LUDVIG), streaming over views."""
+    from tqdm import tqdm
+
+    config = config or LiftConfig()
+    start = time.perf_counter()
+    device = config.device or ("cuda" if torch.cuda.is_available() else "cpu")
+    cameras = scene.cameras_or_orbit()
+    if config.max_side and max(cameras.widths[0], cameras.heights[0]) > config.max_side:
+        s = config.max_side / max(cameras.widths[0], cameras.heights[0])
+        cameras = Cameras.concat(
+            [
+                cameras[i].resized(round(cameras.widths[i] * s), round(cameras.heights[i] * s))
+                for i in range(len(cameras))
+            ]
+        )
+        cameras.image_paths = scene.cameras.image_paths if scene.cameras is not None else None
+    use_photos = config.source != "render" and cameras.image_paths is not None
+    if config.source == "images" and not use_photos:
+        raise SceneError(
+            scene.root, "--source images: the scene has no photos (images/); use --source render"
+        )
+    fn, name = feature_fn or make_feature_fn(config.features, cameras, config.short_side, device)
+    gaussians = scene.gaussians.to(device)
+    views = select_views(cameras, config)
+    pca = _fit_pca(
+        gaussians,
+        cameras,
+        views if config.shard is None else select_views(cameras, LiftConfig(views=config.views)),
+        use_photos,
+        fn,
+        config.pca,
+    )
+    sums: FeatureSums | None = None
+    kept: dict[int, Tensor] = {}  # per-view maps, kept only when refinement will need them again
+    for view in tqdm(views, desc=f"lift {name}", unit="view", disable=not progress):
+        image = view_image(gaussians, cameras, view, use_photos)
+        feature_map = fn(image, view)
+        if pca is not None:
+            feature_map = pca(feature_map)
+        if config.refine:
+            kept[view] = feature_map.cpu()
+        s, w = lift_view(gaussians, cameras, view, feature_map.to(device))
+        if sums is None:
+            sums = FeatureSums.zeros(len(gaussians), s.shape[1], device)
+        sums.add(s, w)
+    if sums is None:
+        raise ValueError("no views to lift")
+    result = finish(sums, views, name, pca, gaussians.means, config, time.perf_counter() - start)
+    if config.refine:
+        from .refine import refine_features
+
+        refined, losses = refine_features(
+            gaussians, cameras, views, kept.__getitem__, result.features, config.refine
+        )
+        result.features = refined.cpu()
+        result.notes.append(
+            f"refined {config.refine} steps: loss {losses[0]:.4g} -> {losses[-1]:.4g}"
+        )
+        result.seconds = time.perf_counter() - start
+    return result
+
+
+def _fit_pca(gaussians, cameras, views, use_photos, fn, dim) -> PCA | None:
+    if not dim:
+        return None
+    generator = torch.Generator().manual_seed(0)
+    samples = [
+        sample_pixels(fn(view_image(gaussians, cameras, v, use_photos), v), 4096, generator)
+        for v in views[:4]
+    ]
+    return fit_pca(torch.cat(samples), dim)
+
+
+def finish(
+    sums: FeatureSums,
+    views: list[int],
+    name: str,
+    pca: PCA | None,
+    means: Tensor,
+    config: LiftConfig,
+    seconds: float,
+) -> LiftResult:
+    """Weighted means, then (with `config.diffuse`) fill unseen Gaussians and smooth on the graph."""
+    features = sums.features()
+    seen = sums.seen()
+    filled = 0
+    notes = []
+    if config.diffuse:
+        graph = knn_graph(means.cpu(), config.knn)
+        features, left = fill_unseen(features.cpu(), seen.cpu(), graph)
+        filled = int((~seen).sum()) - left
+        matrix = adjacency(graph, edge_weights(graph, features))
+        features = diffuse(features, matrix, config.diffusion_iterations, restart=0.5)
+        notes.append(f"diffused over a {graph.k}-NN graph; filled {filled} unseen Gaussians")
+    return LiftResult(
+        features.cpu(),
+        sums.weights.cpu(),
+        seen.cpu(),
+        sums,
+        views,
+        name,
+        seconds,
+        pca,
+        filled,
+        notes,
+    )

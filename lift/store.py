@@ -1,0 +1,180 @@
+"""Lifted features on disk: `features_<name>.safetensors` + `manifest.json` in the output folder.
+
+Writes go to a temporary file that is renamed into place, so a crashed run leaves no partial
+file. The manifest records what produced each feature file (backbone, dims, views, the scene
+file's hash, settings, time taken); a run whose request matches the manifest does nothing.
+Shards write `partial_<name>_<k>-of-<n>.safetensors` (raw sums); `merge_partials` adds them.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+from safetensors.torch import load_file, save_file
+
+from omnivision.scenes.errors import SceneError, atomic_path
+
+from .aggregate import PCA, FeatureSums
+
+MANIFEST = "manifest.json"
+
+
+def file_hash(path: Path, chunk: int = 1 << 22) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        while block := f.read(chunk):
+            digest.update(block)
+    return digest.hexdigest()[:16]
+
+
+def read_manifest(out_dir: Path) -> dict[str, Any]:
+    path = out_dir / MANIFEST
+    if not path.is_file():
+        return {"features": {}}
+    try:
+        return json.loads(path.read_text())
+    except json.JSONDecodeError as err:
+        raise SceneError(path, f"invalid JSON ({err})") from None
+
+
+def write_manifest_entry(out_dir: Path, name: str, entry: dict[str, Any]) -> None:
+    manifest = read_manifest(out_dir)
+    manifest.setdefault("features", {})[name] = entry
+    with atomic_path(out_dir / MANIFEST) as tmp:
+        tmp.write_text(json.dumps(manifest, indent=1, sort_keys=True))
+
+
+def _save(tensors: dict[str, torch.Tensor], path: Path, metadata: dict[str, str]) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.stem}.", suffix=".tmp")
+    os.close(fd)
+    try:
+        save_file({k: v.contiguous().cpu() for k, v in tensors.items()}, tmp, metadata=metadata)
+        os.chmod(tmp, 0o644)
+        os.replace(tmp, path)
+    finally:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+
+
+def features_path(out_dir: Path, name: str) -> Path:
+    return out_dir / f"features_{name}.safetensors"
+
+
+def save_features(
+    out_dir: Path,
+    name: str,
+    features: torch.Tensor,
+    weights: torch.Tensor,
+    seen: torch.Tensor,
+    pca: PCA | None,
+    fp16: bool,
+) -> Path:
+    tensors = {
+        "features": features.half() if fp16 else features.float(),
+        "weight_sums": weights.float(),
+        "seen": seen.to(torch.uint8),
+    }
+    if pca is not None:
+        tensors.update(pca_mean=pca.mean, pca_components=pca.components)
+    path = features_path(out_dir, name)
+    _save(tensors, path, {"name": name})
+    return path
+
+
+@dataclass
+class LiftedFeatures:
+    """Per-Gaussian features read back from disk (float32), with their manifest entry."""
+
+    features: torch.Tensor
+    weight_sums: torch.Tensor
+    seen: torch.Tensor
+    entry: dict[str, Any]
+    pca: PCA | None = None
+
+
+def load_features(out_dir: str | Path, name: str) -> LiftedFeatures:
+    out_dir = Path(out_dir)
+    path = features_path(out_dir, name)
+    if not path.is_file():
+        available = sorted(
+            p.stem.removeprefix("features_") for p in out_dir.glob("features_*.safetensors")
+        )
+        raise SceneError(
+            path,
+            f"not found; lifted features here: {', '.join(available) or 'none'} (run omnivision-lift)",
+        )
+    data = load_file(str(path))
+    pca = PCA(data["pca_mean"], data["pca_components"]) if "pca_mean" in data else None
+    entry = read_manifest(out_dir).get("features", {}).get(name, {})
+    return LiftedFeatures(
+        data["features"].float(), data["weight_sums"], data["seen"].bool(), entry, pca
+    )
+
+
+def partial_path(out_dir: Path, name: str, shard: tuple[int, int]) -> Path:
+    return out_dir / f"partial_{name}_{shard[0]}-of-{shard[1]}.safetensors"
+
+
+def save_partial(
+    out_dir: Path,
+    name: str,
+    shard: tuple[int, int],
+    sums: FeatureSums,
+    views: list[int],
+    pca: PCA | None,
+    request: dict,
+) -> Path:
+    tensors = {
+        "sums": sums.sums,
+        "weights": sums.weights,
+        "views": torch.tensor(views, dtype=torch.int64),
+    }
+    if pca is not None:
+        tensors.update(pca_mean=pca.mean, pca_components=pca.components)
+    path = partial_path(out_dir, name, shard)
+    _save(tensors, path, {"request": json.dumps(request, sort_keys=True)})
+    return path
+
+
+def merge_partials(out_dir: Path, name: str) -> tuple[FeatureSums, list[int], PCA | None, dict]:
+    """Add all partial sums of `name`; every shard of 1..n must be present and agree on the request."""
+    from safetensors import safe_open
+
+    parts = sorted(out_dir.glob(f"partial_{name}_*-of-*.safetensors"))
+    if not parts:
+        raise SceneError(
+            out_dir, f"no partial files for {name!r} (run omnivision-lift --shard k/n first)"
+        )
+    total = int(parts[0].stem.rsplit("-of-", 1)[1])
+    present = sorted(int(p.stem.rsplit("_", 1)[1].split("-of-")[0]) for p in parts)
+    if present != list(range(total)):
+        raise SceneError(
+            out_dir, f"shards {sorted(set(range(total)) - set(present))} of {total} are missing"
+        )
+    merged: FeatureSums | None = None
+    views: list[int] = []
+    requests = set()
+    pca = None
+    for part in parts:
+        with safe_open(str(part), "pt") as f:
+            requests.add((f.metadata() or {}).get("request", ""))
+        data = load_file(str(part))
+        piece = FeatureSums(data["sums"], data["weights"], len(data["views"]))
+        views += data["views"].tolist()
+        if "pca_mean" in data:
+            pca = PCA(data["pca_mean"], data["pca_components"])
+        merged = piece if merged is None else merged.__iadd__(piece)
+    if len(requests) != 1:
+        raise SceneError(
+            out_dir, f"partial files of {name!r} come from different settings; re-run the shards"
+        )
+    assert merged is not None
+    return merged, sorted(views), pca, json.loads(requests.pop())

@@ -29,7 +29,14 @@ class LiftCommand:
     scene: Annotated[Path, tyro.conf.Positional, tyro.conf.arg(metavar="SCENE_DIR")]
     """Scene folder (or file) as `omnivision render` takes it."""
     features: str = "colour"
-    """colour (weight-free demo backend), rgb, dinov3-vitb16, dinov2-small, a hub id or folder, or masks:DIR."""
+    """colour (weight-free demo backend), rgb, dinov3-vitb16, dinov2-small, a hub id or folder,
+    clip-pyramid (LERF-style multi-scale CLIP crops), clip-masks (LangSplat-style, SAM 2 masks), or masks:DIR."""
+    clip: str = "ViT-B-16"
+    """OpenCLIP model or local folder for clip-pyramid / clip-masks."""
+    clip_pretrained: str | None = "laion2b_s34b_b88k"
+    sam: str = "facebook/sam2.1-hiera-tiny"
+    """SAM 2 hub id or local .pt (with --sam-config) for clip-masks."""
+    sam_config: str | None = None
     source: Literal["auto", "images", "render"] = "auto"
     """auto: the scene's photos when present, else renders of the views."""
     views: tuple[int, ...] | None = None
@@ -119,6 +126,11 @@ def lift_main(argv: list[str], prog: str) -> int:
         max_side=cmd.max_side,
         diffuse=cmd.diffuse,
         refine=cmd.refine,
+        clip=cmd.clip,
+        clip_pretrained=cmd.clip_pretrained,
+        sam=cmd.sam,
+        sam_config=cmd.sam_config,
+        cache_dir=out / "cache",
         device=cmd.device,
     )
     try:
@@ -138,6 +150,12 @@ def lift_main(argv: list[str], prog: str) -> int:
         "diffuse": cmd.diffuse,
         "refine": cmd.refine,
         "fp16": cmd.fp16,
+        **(
+            {"clip": cmd.clip, "clip_pretrained": cmd.clip_pretrained}
+            if cmd.features.startswith("clip-")
+            else {}
+        ),
+        **({"sam": cmd.sam} if cmd.features == "clip-masks" else {}),
     }
     name = (
         cmd.features.replace("/", "_").replace(":", "_")
@@ -173,8 +191,14 @@ def lift_main(argv: list[str], prog: str) -> int:
 
 
 def _entry(result: LiftResult, request: dict) -> dict:
+    import torch
+
+    from omnivision import __version__
+
     return {
         "request": request,
+        "omnivision": __version__,
+        "torch": torch.__version__,
         "dims": int(result.features.shape[1]),
         "views": result.views,
         "coverage": round(result.coverage, 6),

@@ -29,7 +29,8 @@ from .diffusion import adjacency, diffuse, edge_weights, fill_unseen, knn_graph
 @dataclass(frozen=True)
 class LiftConfig:
     features: str = "colour"
-    """colour (weight-free), rgb, dinov3-vitb16 / dinov2-small / a hub id or folder, masks:DIR (label PNGs)."""
+    """colour (weight-free), rgb, dinov3-vitb16 / dinov2-small / a hub id or folder, clip-pyramid
+    (LERF-style crops), clip-masks (LangSplat-style SAM 2 masks), masks:DIR (label PNGs)."""
     source: Literal["auto", "images", "render"] = "auto"
     """auto: the scene's photos when it has them, else renders of the views."""
     views: tuple[int, ...] | None = None
@@ -46,6 +47,14 @@ class LiftConfig:
     """Fill unseen Gaussians and smooth features over the kNN graph after aggregation."""
     knn: int = 16
     diffusion_iterations: int = 10
+    clip: str = "ViT-B-16"
+    """OpenCLIP model (or local folder) for clip-pyramid / clip-masks."""
+    clip_pretrained: str | None = "laion2b_s34b_b88k"
+    sam: str = "facebook/sam2.1-hiera-tiny"
+    """SAM 2 (hub id or local .pt with sam_config) for clip-masks."""
+    sam_config: str | None = None
+    cache_dir: Path | None = None
+    """Where dense CLIP features are cached per image (default: no cache)."""
     refine: int = 0
     """Gradient steps of feature distillation after aggregation (0: aggregation only)."""
     device: str | None = None
@@ -75,10 +84,36 @@ FeatureFn = Callable[[Tensor, int], Tensor]
 """(image (H, W, 3) in [0, 1], view index) -> feature map (h, w, D)."""
 
 
+def mean_of_levels(maps: Float[Tensor, "L h w E"]) -> Float[Tensor, "h w E"]:
+    """Dense CLIP levels (scales or mask granularities) merged into one unit-norm map; cells no
+    level covers stay zero."""
+    return F.normalize(maps.sum(0), dim=-1)
+
+
 def make_feature_fn(
-    name: str, cameras: Cameras, short_side: int, device: str
+    name: str, cameras: Cameras, short_side: int, device: str, config: LiftConfig | None = None
 ) -> tuple[FeatureFn, str]:
     """The per-view feature map maker for a feature name, and the name stored on disk."""
+    config = config or LiftConfig()
+    if name in ("clip-pyramid", "clip-masks"):
+        from omnivision.twod.clip import load_clip
+        from omnivision.twod.clip_dense import langsplat_features, lerf_features
+
+        pretrained = None if Path(config.clip).is_dir() else config.clip_pretrained
+        clip = load_clip(config.clip, pretrained, device)
+        cache = config.cache_dir
+        if name == "clip-pyramid":
+            return (
+                lambda image, _: mean_of_levels(lerf_features(clip, image, cache_dir=cache).maps)
+            ), name
+        from omnivision.twod.sam import load_sam2
+
+        sam = load_sam2(config.sam, config=config.sam_config, device=device)
+        return (
+            lambda image, _: mean_of_levels(
+                langsplat_features(clip, image, sam=sam, cache_dir=cache).maps
+            )
+        ), name
     if name == "rgb":
         return (lambda image, _: image), "rgb"
     if name.startswith("masks:"):
@@ -168,7 +203,9 @@ def lift_scene(
         raise SceneError(
             scene.root, "--source images: the scene has no photos (images/); use --source render"
         )
-    fn, name = feature_fn or make_feature_fn(config.features, cameras, config.short_side, device)
+    fn, name = feature_fn or make_feature_fn(
+        config.features, cameras, config.short_side, device, config
+    )
     gaussians = scene.gaussians.to(device)
     views = select_views(cameras, config)
     pca = _fit_pca(

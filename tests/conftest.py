@@ -53,3 +53,21 @@ def pytest_collection_modifyitems(config, items):
     for item in items:
         if "gpu" in item.keywords:
             item.add_marker(skip_gpu)
+
+
+@pytest.fixture(scope="module")
+def one_thread():
+    """Run a module's tests on one torch thread (tiny models spin-wait on shared cores), then restore."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+@pytest.fixture(scope="session")
+def tiny_clip(tmp_path_factory):
+    """A tiny random OpenCLIP saved as a local folder and loaded through the real local-dir path."""
+    from omnivision.twod.clip import build_tiny_clip, load_clip
+
+    folder = build_tiny_clip(tmp_path_factory.mktemp("tiny_clip"))
+    return folder, load_clip(str(folder), device="cpu")

@@ -35,6 +35,9 @@ from omnivision.twod.referring import (
     referring_miou,
 )
 
+# Tiny models: a second thread only adds contention on shared CI cores (7-30x slower here).
+pytestmark = pytest.mark.usefixtures("one_thread")
+
 COLOURS = {
     "red": (0.85, 0.1, 0.1),
     "yellow": (0.9, 0.85, 0.1),
@@ -108,23 +111,6 @@ class CountingExtractor(ColourTextureExtractor):
     def extract(self, images):
         self.calls += len(images)
         return super().extract(images)
-
-
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    """Tiny matrices: a second thread only adds contention on shared CI cores (7x slower here)."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
-@pytest.fixture(scope="module")
-def tiny_clip(tmp_path_factory):
-    from omnivision.twod.clip import build_tiny_clip, load_clip
-
-    folder = build_tiny_clip(tmp_path_factory.mktemp("tiny_clip"))
-    return folder, load_clip(str(folder), device="cpu")
 
 
 @pytest.fixture(scope="module")

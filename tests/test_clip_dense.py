@@ -25,14 +25,8 @@ from omnivision.twod.features import TwoDError
 from omnivision.twod.io import read_image
 from omnivision.twod.sam import Masks, build_tiny_sam2_checkpoint, load_sam2
 
-
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    """The tiny models are faster on one thread (2 threads on shared cores spin-wait ~30x)."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+# Tiny models: a second thread only adds contention on shared CI cores (7-30x slower here).
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 @pytest.fixture(scope="module")

@@ -7,7 +7,6 @@ import json
 
 import numpy as np
 import pytest
-import torch
 from PIL import Image
 from test_bridge import new_bridge, shapes_scene, write_scenes
 from test_localize import iou
@@ -15,6 +14,9 @@ from test_localize import iou
 from omnivision.cli import run_command
 from omnivision.twod.bridge import TrainConfig, train_bridge
 from omnivision.twod.colour import ColourTextureExtractor
+
+# Tiny models: a second thread only adds contention on shared CI cores (7-30x slower here).
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def phrase(*args: str) -> int:
@@ -25,23 +27,6 @@ def train_cli(*args: str) -> int:
     return run_command(
         "omnivision.twod.cli_language:train_bridge_main", list(args), "omnivision train-bridge"
     )
-
-
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    """Tiny matrices: a second thread only adds contention on shared CI cores."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
-@pytest.fixture(scope="module")
-def tiny_clip(tmp_path_factory):
-    from omnivision.twod.clip import build_tiny_clip, load_clip
-
-    folder = build_tiny_clip(tmp_path_factory.mktemp("tiny_clip"))
-    return folder, load_clip(str(folder), device="cpu")
 
 
 @pytest.fixture(scope="module")

@@ -1,0 +1,157 @@
+"""Queries: each returns per-Gaussian scores (N,) that a `Selection` thresholds.
+
+- phrase, CLIP features: LERF relevancy against canonical negatives;
+- phrase, DINO features: text bridge -> cosine;
+- exemplar: the rendered lifted feature under a pixel (or the mean over a box) -> cosine;
+- 3D click: the Gaussian with the largest blending weight along the camera ray, then the
+  Gaussians whose lifted features match it;
+- 2D mask / SAM prompt on a rendered view: mask lifting with optional multi-view refinement.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+
+import torch
+import torch.nn.functional as F
+from jaxtyping import Bool, Float
+from torch import Tensor
+
+from omnivision.lift.aggregate import FeatureSums, lift_view
+from omnivision.scenes.cameras import Cameras
+from omnivision.scenes.gaussians import GaussianScene
+from omnivision.scenes.render import RenderConfig, blend_weights, render
+from omnivision.twod.clip_dense import CANONICAL_NEGATIVES, relevancy
+
+
+def phrase_relevancy(
+    features: Float[Tensor, "N E"],
+    text: Callable[[Sequence[str]], Tensor],
+    phrase: str,
+    negatives: Sequence[str] = CANONICAL_NEGATIVES,
+    tau: float = 10.0,
+) -> Float[Tensor, "N"]:
+    """LERF relevancy of lifted CLIP features to `phrase`; `text` embeds phrases (ClipModel.encode_text)."""
+    if not phrase.strip():
+        raise ValueError("the phrase is empty")
+    embeddings = text([phrase, *negatives])
+    return relevancy(features, embeddings[0], embeddings[1:], tau)
+
+
+def cosine_scores(features: Float[Tensor, "N D"], query: Float[Tensor, "D"]) -> Float[Tensor, "N"]:
+    return F.normalize(features.float(), dim=-1) @ F.normalize(query.float(), dim=0)
+
+
+def rendered_feature(
+    scene: GaussianScene,
+    cameras: Cameras,
+    view: int,
+    features: Float[Tensor, "N D"],
+    xy: tuple[float, float] | None = None,
+    box: tuple[float, float, float, float] | None = None,
+) -> Float[Tensor, "D"]:
+    """The lifted features rendered into `view`, read at pixel `xy` or averaged over `box` (xyxy)."""
+    out = render(scene, cameras[view], features, RenderConfig(rgb=False))
+    assert out.features is not None
+    image = out.features[0] / out.alpha[0, ..., None].clamp_min(1e-6)
+    h, w = image.shape[:2]
+    if box is not None:
+        x0, y0, x1, y1 = (int(round(v)) for v in box)
+        region = image[max(y0, 0) : min(y1, h), max(x0, 0) : min(x1, w)]
+        if region.numel() == 0:
+            raise ValueError(f"box {box} is outside the {w}x{h} view")
+        return region.reshape(-1, image.shape[-1]).mean(0)
+    if xy is None:
+        raise ValueError("give a pixel or a box")
+    x, y = int(xy[0]), int(xy[1])
+    if not (0 <= x < w and 0 <= y < h):
+        raise ValueError(f"pixel ({x}, {y}) is outside the {w}x{h} view")
+    return image[y, x]
+
+
+def exemplar_scores(scene, cameras, view, features, xy=None, box=None) -> Float[Tensor, "N"]:
+    """Cosine similarity of every Gaussian's lifted feature to the rendered feature under the click."""
+    return cosine_scores(features, rendered_feature(scene, cameras, view, features, xy, box))
+
+
+def pick_gaussian(
+    scene: GaussianScene, cameras: Cameras, view: int, xy: tuple[float, float]
+) -> int:
+    """The Gaussian with the largest alpha-blending weight at pixel `xy` of `view` (-1 if none)."""
+    w, h = cameras.widths[view], cameras.heights[view]
+    x, y = int(xy[0]), int(xy[1])
+    if not (0 <= x < w and 0 <= y < h):
+        raise ValueError(f"pixel ({x}, {y}) is outside the {w}x{h} view")
+    weights = blend_weights(scene, cameras, view)
+    at = weights.pixel_ids == y * w + x
+    if not bool(at.any()):
+        return -1
+    return int(weights.gaussian_ids[at][torch.argmax(weights.weights[at])])
+
+
+def click_scores(
+    scene, cameras, view, xy, features: Tensor | None = None
+) -> tuple[int, Float[Tensor, "N"]]:
+    """3D click: the picked Gaussian and scores for its neighbourhood: feature cosine to it when
+    features are given, else closeness of centres (1 at the pick, falling with distance)."""
+    picked = pick_gaussian(scene, cameras, view, xy)
+    if picked < 0:
+        return picked, torch.zeros(len(scene))
+    if features is not None:
+        return picked, cosine_scores(features, features[picked])
+    dist = (scene.means - scene.means[picked]).norm(dim=-1)
+    return picked, torch.exp(-dist / dist.median().clamp_min(1e-9))
+
+
+Segmenter = Callable[[int, Tensor, tuple[float, float, float, float]], Tensor]
+"""(view, rendered image (H, W, 3), box xyxy) -> mask bool (H, W): e.g. a SAM 2 box prompt."""
+
+
+def lift_masks(
+    scene: GaussianScene, cameras: Cameras, masks: dict[int, Tensor]
+) -> tuple[Tensor, Tensor]:
+    """Mask lifting: per-Gaussian probability (weighted mean of the masks over the views that see
+    it) and the weight sums."""
+    sums = FeatureSums.zeros(len(scene), 1)
+    for view, mask in masks.items():
+        s, w = lift_view(scene, cameras, view, mask.float()[..., None])
+        sums.add(s, w)
+    return sums.features()[:, 0], sums.weights
+
+
+def mask_box(mask: Bool[Tensor, "H W"]) -> tuple[float, float, float, float] | None:
+    ys, xs = torch.nonzero(mask, as_tuple=True)
+    if ys.numel() == 0:
+        return None
+    return float(xs.min()), float(ys.min()), float(xs.max() + 1), float(ys.max() + 1)
+
+
+def mask_prompt_scores(
+    scene: GaussianScene,
+    cameras: Cameras,
+    view: int,
+    mask: Bool[Tensor, "H W"],
+    segment: Segmenter | None = None,
+    refine_views: Sequence[int] = (),
+    min_weight: float = 0.05,
+) -> Float[Tensor, "N"]:
+    """Scores from a 2D mask on `view` (e.g. SAM 2's answer to a prompt on the rendered view).
+
+    With `segment` and `refine_views`, the selection is rendered into each other view, its box
+    re-prompts the segmenter there, and all masks are lifted together: the other views see the
+    sides of the object the first view could not. Gaussians whose total weight is below
+    `min_weight` (hidden behind the object in every view) score 0.
+    """
+    masks = {view: mask.bool()}
+    probability, weights = lift_masks(scene, cameras, masks)
+    if segment is not None and refine_views:
+        selected = (probability > 0.5) & (weights > min_weight)
+        onehot = selected.float()[:, None]
+        for other in refine_views:
+            out = render(scene, cameras[other], onehot, RenderConfig(background=(1.0, 1.0, 1.0)))
+            assert out.features is not None and out.rgb is not None
+            box = mask_box(out.features[0, ..., 0] > 0.5)
+            if box is not None:
+                masks[other] = segment(other, out.rgb[0].clamp(0, 1), box).bool()
+        probability, weights = lift_masks(scene, cameras, masks)
+    return torch.where(weights > min_weight, probability, torch.zeros_like(probability))

@@ -1,0 +1,113 @@
+"""Queries on the demo scene: exemplar, 3D click, mask (SAM-style) prompt, phrase relevancy."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+from omnivision.lift.pipeline import LiftConfig, lift_scene
+from omnivision.query.queries import (
+    click_scores,
+    exemplar_scores,
+    mask_prompt_scores,
+    pick_gaussian,
+)
+from omnivision.scenes.load import load_scene
+from omnivision.scenes.render import RenderConfig, render
+from omnivision.twod.localize import otsu_threshold
+
+OBJECTS = (1, 2, 3, 5)  # red mug, blue box, green ball, purple torus
+
+
+@pytest.fixture(scope="module")
+def lifted(demo_dir):
+    scene = load_scene(demo_dir)
+    result = lift_scene(scene, LiftConfig(features="colour"))
+    return scene, result.features
+
+
+def centre_pixel(scene, view, obj):
+    """A pixel showing the object, the one nearest the projection of its centre (a torus's centre
+    is its hole)."""
+    ids = scene.gaussians.extras["object_id"]
+    centre = scene.gaussians.means[ids == obj].mean(0)
+    w2c, K = scene.cameras.world_to_camera[view], scene.cameras.K[view]
+    cam = w2c[:3, :3] @ centre + w2c[:3, 3]
+    u, v = (K @ cam)[:2] / cam[2]
+    ys, xs = torch.nonzero(id_map(scene, view) == obj, as_tuple=True)
+    nearest = torch.argmin((xs + 0.5 - u) ** 2 + (ys + 0.5 - v) ** 2)
+    return float(xs[nearest]) + 0.5, float(ys[nearest]) + 0.5
+
+
+def iou(selected, truth) -> float:
+    return float((selected & truth).sum() / (selected | truth).sum())
+
+
+def id_map(scene, view):
+    ids = scene.gaussians.extras["object_id"]
+    out = render(
+        scene.gaussians,
+        scene.cameras[view],
+        F.one_hot(ids.long(), 8).float(),
+        RenderConfig(rgb=False),
+    )
+    return torch.where(
+        out.alpha[0] > 0.5,
+        out.features[0].argmax(-1),
+        torch.full_like(ids[:1], -1).expand(out.alpha.shape[1:]),
+    )
+
+
+@pytest.mark.parametrize("obj", OBJECTS)
+def test_exemplar_click_selects_the_clicked_object(lifted, obj):
+    scene, features = lifted
+    scores = exemplar_scores(
+        scene.gaussians, scene.cameras, 0, features, xy=centre_pixel(scene, 0, obj)
+    )
+    selected = scores > otsu_threshold(scores)
+    assert iou(selected, scene.gaussians.extras["object_id"] == obj) >= 0.85
+
+
+@pytest.mark.parametrize("obj", OBJECTS)
+def test_3d_click_picks_a_gaussian_of_the_object_and_its_neighbourhood(lifted, obj):
+    scene, features = lifted
+    ids = scene.gaussians.extras["object_id"]
+    picked, scores = click_scores(
+        scene.gaussians, scene.cameras, 0, centre_pixel(scene, 0, obj), features
+    )
+    assert int(ids[picked]) == obj
+    selected = scores > otsu_threshold(scores)
+    assert iou(selected, ids == obj) >= 0.85
+
+
+def test_pick_outside_the_view_is_an_error(lifted):
+    scene, _ = lifted
+    with pytest.raises(ValueError, match="outside the 320x240 view"):
+        pick_gaussian(scene.gaussians, scene.cameras, 0, (400, 10))
+
+
+@pytest.mark.parametrize("obj", (1, 2))
+def test_oracle_mask_prompt_with_multiview_refinement_selects_the_object(lifted, obj):
+    """SAM replaced by an oracle: the rendered object-id mask (inside the prompt box)."""
+    scene, _ = lifted
+    ids = scene.gaussians.extras["object_id"]
+
+    def oracle(view, _image, box):
+        x0, y0, x1, y1 = (int(v) for v in box)
+        mask = id_map(scene, view) == obj
+        inside = torch.zeros_like(mask)
+        inside[y0:y1, x0:x1] = True
+        return mask & inside
+
+    first = id_map(scene, 0) == obj
+    single = mask_prompt_scores(scene.gaussians, scene.cameras, 0, first) > 0.5
+    refined = (
+        mask_prompt_scores(
+            scene.gaussians, scene.cameras, 0, first, oracle, refine_views=(3, 6, 9, 12, 15)
+        )
+        > 0.5
+    )
+    truth = ids == obj
+    assert iou(refined, truth) >= 0.9
+    assert iou(refined, truth) >= iou(single, truth)

@@ -109,8 +109,9 @@ def test_label_noise_is_repaired_by_diffusion(demo):
     assert repaired_acc >= 0.95 and repaired_acc > alone_acc, (alone_acc, repaired_acc)
 
 
-def test_real_donut_spatial_partition_lifts_exactly():
-    """Labels = 4 angular sectors of the donut, orbit cameras; measured 99%+ weight-averaged."""
+@pytest.fixture(scope="module")
+def donut():
+    """The real donut, labels = 4 angular sectors, 8 orbit cameras at 128x128."""
     loaded = load_scene(shared_data("donut"), orbit_views=8)
     gaussians = loaded.gaussians
     centre = gaussians.means.median(0).values
@@ -118,10 +119,29 @@ def test_real_donut_spatial_partition_lifts_exactly():
     sectors = ((angle + torch.pi) / (torch.pi / 2)).long().clamp(0, 3)
     cameras = loaded.cameras.resized(128, 128)
     scene = Scene(gaussians, cameras, loaded.root, loaded.gaussians_file)
-    maps = label_maps(gaussians, cameras, sectors, 4, 4)
+    return scene, sectors, label_maps(gaussians, cameras, sectors, 4, 4)
+
+
+def test_real_donut_spatial_partition_lifts_exactly(donut):
+    """Measured: 99%+ weight-averaged."""
+    scene, sectors, maps = donut
     result = lift_labels(scene, maps, 5)
     weighted, plain = weighted_accuracy(result, sectors)
     assert weighted >= 0.98, (weighted, plain)
+
+
+def test_real_donut_label_noise_is_repaired_by_diffusion(donut):
+    """20% of pixels replaced in 8x8 blocks. Measured over seen Gaussians: clean 0.979, lifting
+    alone 0.912, + diffusion on the spatial kNN graph (10 iterations) 0.987."""
+    scene, sectors, maps = donut
+    g = torch.Generator().manual_seed(0)
+    noisy = [block_noise(m, 0.2, 8, 5, g) for m in maps]
+    alone = lift_labels(scene, noisy, 5)
+    graph = knn_graph(scene.gaussians.means, 16)
+    repaired = diffuse(alone.features, adjacency(graph, edge_weights(graph)), iterations=10)
+    alone_acc = float((alone.features.argmax(-1) == sectors)[alone.seen].float().mean())
+    repaired_acc = float((repaired.argmax(-1) == sectors)[alone.seen].float().mean())
+    assert repaired_acc >= 0.95 and repaired_acc > alone_acc, (alone_acc, repaired_acc)
 
 
 def test_mask_lifting_selects_the_object(demo):

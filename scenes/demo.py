@@ -282,7 +282,7 @@ def write_demo_scene(
     progress: bool = False,
 ) -> Path:
     """Write the demo as a normal scene folder: point_cloud.ply (with an `object_id` field),
-    cameras.json, objects.json and images/view_XXX.png rendered from every camera."""
+    cameras.json, objects.json and images/view_NNN.png rendered from every camera."""
     from tqdm import tqdm
 
     from .io_images import save_image

@@ -7,6 +7,7 @@ from /proc (run_isolated fixes glibc's mmap threshold so freed memory leaves RSS
 
 from __future__ import annotations
 
+import argparse
 import json
 import os
 import subprocess
@@ -93,3 +94,37 @@ def markdown_table(rows: list[dict], columns: list[tuple[str, str]]) -> str:
     for row in rows:
         lines.append("| " + " | ".join(str(row.get(key, "")) for _, key in columns) + " |")
     return "\n".join(lines)
+
+
+def bench_parser(
+    doc: str | None, cases, quick_help: str, device: bool = True
+) -> argparse.ArgumentParser:
+    """The arguments every benchmark takes: --case (one case in this process, JSON out), --mode,
+    --quick, and --device (default cuda when available)."""
+    parser = argparse.ArgumentParser(
+        description=doc, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument(
+        "--case", choices=sorted(cases), help="run one case in this process (JSON out)"
+    )
+    parser.add_argument("--mode", choices=("time", "memory"), default="time")
+    parser.add_argument("--quick", action="store_true", help=quick_help)
+    if device:
+        parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    return parser
+
+
+def run_cases(
+    script: Path, cases, device: str = "cpu", extra: list[str] | None = None
+) -> list[dict]:
+    """Every case through `run_isolated`, with a header and one JSON line per case on stderr."""
+    print(
+        f"torch {torch.__version__}, {torch.get_num_threads()} threads, device {device}",
+        file=sys.stderr,
+    )
+    rows = []
+    for case in cases:
+        row = run_isolated(script, case, extra)
+        print(json.dumps(row), file=sys.stderr)
+        rows.append(row)
+    return rows

@@ -34,7 +34,6 @@ mostly its output: 3 x 120 x 180 x 512 floats are 133 MB.
 
 from __future__ import annotations
 
-import argparse
 import json
 import math
 import os
@@ -44,7 +43,7 @@ from pathlib import Path
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _measure import markdown_table, measure, run_isolated  # noqa: E402
+from _measure import bench_parser, markdown_table, measure, run_cases  # noqa: E402
 
 from omnivision.twod.clip import ClipModel  # noqa: E402
 from omnivision.twod.clip_dense import (  # noqa: E402
@@ -185,16 +184,8 @@ def run_case(case: str, device: str, mode: str, repeats: int = 2) -> dict:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(
-        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
-    )
-    parser.add_argument(
-        "--case", choices=sorted(CASES), help="run one case in this process (JSON out)"
-    )
-    parser.add_argument("--mode", choices=("time", "memory"), default="time")
-    parser.add_argument("--quick", action="store_true", help="only the light cases, 1 repeat")
+    parser = bench_parser(__doc__, CASES, "only the light cases, 1 repeat")
     parser.add_argument("--repeats", type=int, default=2, help="timed calls after the warm-up")
-    parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     parser.add_argument("--threads", type=int, help="torch CPU threads (default: torch's)")
     args = parser.parse_args()
     if args.threads:
@@ -206,17 +197,9 @@ def main() -> None:
         print(f"skipped: {TRUCK} not found (the benchmark needs ../shared/data)", file=sys.stderr)
         return
     repeats = 1 if args.quick else args.repeats
-    print(
-        f"torch {torch.__version__}, {torch.get_num_threads()} threads, device {args.device}",
-        file=sys.stderr,
-    )
-    rows = []
-    for case in QUICK if args.quick else CASES:
-        extra = ["--device", args.device, "--repeats", str(repeats)]
-        extra += ["--threads", str(args.threads)] if args.threads else []
-        row = run_isolated(Path(__file__), case, extra)
-        print(json.dumps(row), file=sys.stderr)
-        rows.append(row)
+    extra = ["--device", args.device, "--repeats", str(repeats)]
+    extra += ["--threads", str(args.threads)] if args.threads else []
+    rows = run_cases(Path(__file__), QUICK if args.quick else CASES, args.device, extra)
     columns = [
         ("case", "case"),
         ("image", "image"),

@@ -13,7 +13,6 @@ sparse adjacency and 10 iterations of diffusion of 8 channels.
 
 from __future__ import annotations
 
-import argparse
 import json
 import math
 import sys
@@ -22,7 +21,7 @@ from pathlib import Path
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _measure import markdown_table, measure, run_isolated  # noqa: E402
+from _measure import bench_parser, markdown_table, measure, run_cases  # noqa: E402
 
 from omnivision.lift.aggregate import lift_view, lift_view_autograd  # noqa: E402
 from omnivision.lift.diffusion import adjacency, diffuse, edge_weights, knn_graph  # noqa: E402
@@ -79,22 +78,11 @@ def run_case(case: str, mode: str) -> dict:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(
-        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
-    )
-    parser.add_argument("--case", choices=sorted(CASES))
-    parser.add_argument("--mode", choices=("time", "memory"), default="time")
-    parser.add_argument("--quick", action="store_true")
-    args = parser.parse_args()
+    args = bench_parser(__doc__, CASES, "donut only, D = 3 and 64", device=False).parse_args()
     if args.case:
         print(json.dumps(run_case(args.case, args.mode)))
         return
-    print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, cpu", file=sys.stderr)
-    rows = []
-    for case in QUICK if args.quick else CASES:
-        row = run_isolated(Path(__file__), case)
-        print(json.dumps(row), file=sys.stderr)
-        rows.append(row)
+    rows = run_cases(Path(__file__), QUICK if args.quick else CASES)
     lift_rows = [r for r in rows if "D" in r or "error" in r]
     print(
         markdown_table(

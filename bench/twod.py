@@ -29,7 +29,6 @@ All cases (2 CPU cores) take about 10 minutes.
 
 from __future__ import annotations
 
-import argparse
 import json
 import os
 import sys
@@ -39,7 +38,7 @@ from pathlib import Path
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _measure import markdown_table, measure, run_isolated  # noqa: E402
+from _measure import bench_parser, markdown_table, measure, run_cases  # noqa: E402
 
 from omnivision.twod.colour import ColourTextureExtractor  # noqa: E402
 from omnivision.twod.features import prepare_batch  # noqa: E402
@@ -167,31 +166,15 @@ def run_case(case: str, device: str, mode: str) -> dict:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(
-        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
-    )
-    parser.add_argument(
-        "--case", choices=sorted(CASES), help="run one case in this process (JSON out)"
-    )
-    parser.add_argument("--mode", choices=("time", "memory"), default="time")
-    parser.add_argument("--quick", action="store_true", help="only DINOv3-S and SAM tiny at 448")
-    parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
-    args = parser.parse_args()
+    args = bench_parser(__doc__, CASES, "only DINOv3-S and SAM tiny at 448").parse_args()
     if args.case:
         print(json.dumps(run_case(args.case, args.device, args.mode)))
         return
     if not TRUCK.is_file():
         print(f"skipped: {TRUCK} not found (the benchmark needs ../shared/data)", file=sys.stderr)
         return
-    print(
-        f"torch {torch.__version__}, {torch.get_num_threads()} threads, device {args.device}",
-        file=sys.stderr,
-    )
-    rows = []
-    for case in QUICK if args.quick else CASES:
-        row = run_isolated(Path(__file__), case, ["--device", args.device])
-        print(json.dumps(row), file=sys.stderr)
-        rows.append(row)
+    cases = QUICK if args.quick else CASES
+    rows = run_cases(Path(__file__), cases, args.device, ["--device", args.device])
     columns = [
         ("case", "case"),
         ("params (M)", "params_m"),

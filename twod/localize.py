@@ -7,7 +7,7 @@ All steps are pure functions on tensors; SAM 2 refinement is optional (pass a pr
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
@@ -175,13 +175,27 @@ def localize(
         )[0, ..., 0]
     else:
         heatmap = F.interpolate(coarse[None, None], size=target.image_size, mode="bilinear")[0, 0]
-    threshold = otsu_threshold(heatmap) if config.threshold is None else config.threshold
     scale = max(target.image_size) / max(target.input_size)
     radius = max(0, round(config.morph_radius * target.stride * scale / 4))
+    return detect_in_heatmap(heatmap, config, radius, image, sam)
+
+
+def detect_in_heatmap(
+    heatmap: Float[Tensor, "H W"],
+    config: LocalizeConfig,
+    radius: int,
+    image: Tensor | None = None,
+    sam: BoxPrompter | None = None,
+    default_threshold: Callable[[Tensor], float] = otsu_threshold,
+) -> Detections:
+    """Instances in a pixel heatmap: threshold (`default_threshold` unless the config gives one)
+    -> opening/closing with a disk of `radius` pixels -> components -> boxes (NMS, top-k) ->
+    SAM 2 masks from the boxes when `sam` is given (needs the `image`)."""
+    threshold = default_threshold(heatmap) if config.threshold is None else config.threshold
     binary = clean_mask((heatmap > threshold).numpy(), radius)
     detections = components_to_detections(heatmap, binary, config, threshold)
     if sam is not None and len(detections):
         if image is None:
-            raise TwoDError("SAM refinement needs the target image")
+            raise TwoDError("SAM refinement needs the image")
         detections.masks = sam.predict_boxes(image, detections.boxes).bool()
     return detections

@@ -15,13 +15,12 @@ import torch
 from jaxtyping import Bool, Float
 from torch import Tensor
 
+from . import localize
 from .features import TwoDError
 from .localize import (
     BoxPrompter,
     Detections,
     LocalizeConfig,
-    clean_mask,
-    components_to_detections,
     otsu_threshold,
 )
 
@@ -152,17 +151,8 @@ def detect_in_heatmap(
     image: Tensor | None = None,
     sam: BoxPrompter | None = None,
 ) -> Detections:
-    """Instances in a pixel heatmap as `localize` finds them: threshold (`phrase_threshold`
-    unless the config gives one) -> opening/closing with a disk of `radius` pixels -> components
-    -> boxes (NMS, top-k) -> SAM 2 masks from the boxes when `sam` is given (needs the `image`)."""
-    threshold = phrase_threshold(heatmap) if config.threshold is None else config.threshold
-    binary = clean_mask((heatmap > threshold).numpy(), radius)
-    detections = components_to_detections(heatmap, binary, config, threshold)
-    if sam is not None and len(detections):
-        if image is None:
-            raise TwoDError("SAM refinement needs the image")
-        detections.masks = sam.predict_boxes(image, detections.boxes).bool()
-    return detections
+    """`localize.detect_in_heatmap` with `phrase_threshold` as the default threshold."""
+    return localize.detect_in_heatmap(heatmap, config, radius, image, sam, phrase_threshold)
 
 
 def morph_radius(config: LocalizeConfig, image_size: tuple[int, int], grid: tuple[int, int]) -> int:

@@ -27,6 +27,10 @@ COMMANDS: dict[str, tuple[str, str]] = {
         "omnivision.twod.cli_language:train_bridge_main",
         "train the CLIP-text -> DINO text bridge on phrase-region pairs",
     ),
+    "query": (
+        "omnivision.query.cli:query_main",
+        "select Gaussians by phrase, example, click or SAM prompt; edit and export them",
+    ),
     "localize": (
         "omnivision.twod.cli:localize_main",
         "find what looks like a clicked example in images",

@@ -16,7 +16,8 @@ import numpy as np
 import torch
 import tyro
 
-from omnivision.lift.pipeline import LiftConfig, lift_scene
+from omnivision.lift.cli import lift_main
+from omnivision.lift.store import load_features
 from omnivision.scenes.demo import object_id_features, write_demo_scene
 from omnivision.scenes.io_images import colorize, save_image, to_uint8
 from omnivision.scenes.io_ply import write_splat
@@ -114,7 +115,9 @@ def main(argv: list[str], prog: str) -> int:
     overview = save_image(cfg.out / "overview.png", np.concatenate(rows, axis=0))
     splat = write_splat(gaussians, cfg.out / "demo.splat")
 
-    lifted = lift_scene(scene, LiftConfig(features="colour"), progress=True)
+    # The real `omnivision-lift` path: features land in scene/omnivision/ for query and view.
+    lift_main([str(scene_dir), "--features", "colour", "--force"], "omnivision-lift")
+    lifted = load_features(scene_dir / "omnivision", "colour")
     query = query_by_click(
         gaussians, cameras, lifted.features, scene.objects, cfg.out / "query.png"
     )
@@ -125,16 +128,20 @@ def main(argv: list[str], prog: str) -> int:
     )
     print(f"web splat : {splat}")
     print(
-        f"lifted    : colour features ({lifted.features.shape[1]} dims) onto {100 * lifted.coverage:.1f}% "
-        f"of the Gaussians from {len(lifted.views)} views in {lifted.seconds:.1f} s"
+        f"lifted    : colour features ({lifted.features.shape[1]} dims) onto "
+        f"{100 * float(lifted.seen.float().mean()):.1f}% of the Gaussians from "
+        f"{len(lifted.entry['views'])} views in {lifted.entry['seconds']:.1f} s"
     )
     print(
         f"query     : {query.image} (click {query.click} on view 0 -> {query.selected} Gaussians "
         f"selected; IoU with the true '{query.name}' Gaussians {query.iou:.2f})"
     )
     print(f"time      : {time.perf_counter() - start:.1f} s")
-    print(f"\nnext: omnivision render {scene_dir} --all --out {cfg.out / 'renders'}")
+    x, y = query.click
+    print(f"\nnext: omnivision view {scene_dir}     # the web viewer: query, select, edit, export")
     print(
-        f"      omnivision-lift {scene_dir} --diffuse     # lifted features -> {scene_dir / 'omnivision'}"
+        f"      omnivision query {scene_dir} --exemplar 0:{x},{y} --then recolor=#00ff00 "
+        f"--out {cfg.out / 'green_mug.ply'}"
     )
+    print(f"      omnivision render {scene_dir} --all --out {cfg.out / 'renders'}")
     return 0

@@ -1,0 +1,318 @@
+"""`omnivision query SCENE_DIR ...`: select Gaussians by phrase, exemplar, 3D click, SAM 2 prompt
+or a 2D mask; optionally edit the selection and write the edited scene; always print the count
+and write a preview (before | score heatmap | selection | after)."""
+
+from __future__ import annotations
+
+import re
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Annotated, Any
+
+import torch
+import tyro
+
+from omnivision.scenes.errors import SceneError
+from omnivision.twod.clip_dense import CANONICAL_NEGATIVES
+
+from .selection import Selection
+
+
+class QueryError(ValueError):
+    """Bad query input (a malformed point, an unknown edit, ...): one line, exit code 2."""
+
+    exit_code = 2
+
+
+SceneArg = Annotated[Path, tyro.conf.Positional, tyro.conf.arg(metavar="SCENE_DIR")]
+
+
+@dataclass
+class QueryCommand:
+    scene: SceneArg
+    """A 3DGS scene folder (or .ply) lifted with omnivision-lift (phrase and exemplar need features)."""
+    text: str | None = None
+    """Phrase query: LERF relevancy on lifted CLIP features, or cosine through --bridge on DINO ones."""
+    exemplar: str | None = None
+    """VIEW:X,Y: the rendered lifted feature under this pixel of camera VIEW; cosine against all."""
+    click: str | None = None
+    """VIEW:X,Y: 3D click: the Gaussian with the largest blending weight on that pixel's ray, and
+    those whose lifted features match it (or the nearest ones when the scene has no features)."""
+    sam: tuple[str, ...] | None = None
+    """VIEW:X,Y [VIEW:X,Y ...]: positive SAM 2 points on the rendered view; the mask is lifted."""
+    sam_negative: tuple[str, ...] = ()
+    """VIEW:X,Y points SAM 2 should leave out (with --sam)."""
+    mask: str | None = None
+    """VIEW:MASK.png: a 2D mask (non-zero = in) on the rendered view, lifted like a SAM 2 mask."""
+    features: str | None = None
+    """Lifted feature name in SCENE_DIR/omnivision (default: a clip-* one for --text, else the first)."""
+    negatives: tuple[str, ...] = CANONICAL_NEGATIVES
+    """Canonical negatives of the LERF relevancy (CLIP features)."""
+    tau: float = 10.0
+    """Relevancy temperature."""
+    bridge: Path | None = None
+    """Text bridge folder (omnivision train-bridge) for --text on DINO/colour features."""
+    clip: str | None = None
+    """OpenCLIP model for --text (default: the one the features were lifted with)."""
+    clip_pretrained: str | None = None
+    """OpenCLIP pretrained tag (default: the lift's)."""
+    sam_model: str = "facebook/sam2.1-hiera-tiny"
+    """SAM 2 hub id or local .pt checkpoint (with --sam-config)."""
+    sam_config: str | None = None
+    """SAM 2 config for a local checkpoint."""
+    refine_views: int = 4
+    """With --sam: re-prompt SAM 2 in this many nearest other cameras and lift all masks together."""
+    threshold: float | None = None
+    """Score cut (default: Otsu's for relevancy/cosine, 0.5 for lifted masks)."""
+    then: str | None = None
+    """Edit the selection: delete | extract | hide | isolate | recolor=#RRGGBB."""
+    out: Path | None = None
+    """Where the edited scene goes (.ply or .splat; default SCENE_DIR/omnivision/edited.ply)."""
+    preview: tuple[int, Path] | None = None
+    """VIEW OUT.png for the preview (default: the query's view, SCENE_DIR/omnivision/query_preview.png)."""
+    device: str | None = None
+    """cpu or cuda (default: cuda when present)."""
+
+
+DESCRIPTION = """Select Gaussians of a lifted 3DGS scene by phrase, example, 3D click, SAM 2 prompt or 2D mask;
+print how many were selected, write a preview (before | score heatmap | selection | after) and,
+with --then, the edited scene.
+
+examples:
+  omnivision-lift scene/ --features clip-pyramid && omnivision query scene/ --text "red mug" --then recolor=#00ff00
+  omnivision query demo_out/scene --exemplar 0:122,151 --then delete --out no_mug.ply
+  omnivision query demo_out/scene --click 0:122,151 --then extract --out mug.ply
+  omnivision query scene/ --sam 3:200,140 3:210,180 --sam-negative 3:20,20 --then hide
+  omnivision query demo_out/scene --mask 0:mug_mask.png --preview 4 mug.png"""
+
+
+POINT = re.compile(r"^\s*(\d+)\s*:\s*(-?[\d.]+)\s*,\s*(-?[\d.]+)\s*$")
+EDITS = ("delete", "extract", "hide", "isolate", "recolor")
+
+
+def parse_point(text: str, flag: str, num_views: int) -> tuple[int, tuple[float, float]]:
+    match = POINT.match(text)
+    if match is None:
+        raise QueryError(f"{flag} {text!r}: want VIEW:X,Y, e.g. 0:120,80")
+    view = int(match.group(1))
+    if view >= num_views:
+        raise QueryError(f"{flag} {text!r}: view {view} does not exist (the scene has {num_views})")
+    return view, (float(match.group(2)), float(match.group(3)))
+
+
+def parse_edit(text: str) -> tuple[str, tuple[float, float, float] | None]:
+    name, _, arg = text.partition("=")
+    if name not in EDITS:
+        raise QueryError(f"--then {text!r}: want one of {', '.join(EDITS)} (recolor=#RRGGBB)")
+    if name != "recolor":
+        return name, None
+    hexcode = arg.strip().lstrip("#")
+    if not re.fullmatch(r"[0-9a-fA-F]{6}", hexcode):
+        raise QueryError(f"--then {text!r}: recolor wants a colour like recolor=#ff8800")
+    return name, tuple(int(hexcode[i : i + 2], 16) / 255 for i in (0, 2, 4))  # type: ignore[return-value]
+
+
+def choose_features(out_dir: Path, name: str | None, for_text: bool) -> str:
+    if name is not None:
+        return name
+    available = sorted(
+        p.stem.removeprefix("features_") for p in out_dir.glob("features_*.safetensors")
+    )
+    if not available:
+        raise SceneError(out_dir, "no lifted features here: run omnivision-lift SCENE_DIR first")
+    clip = [n for n in available if n.startswith("clip")]
+    return (clip or available)[0] if for_text else available[0]
+
+
+def full_features(lifted: Any) -> torch.Tensor:
+    """Features in the backbone's own space (undo the lift's PCA), where text embeddings live."""
+    if lifted.pca is None:
+        return lifted.features
+    return lifted.features @ lifted.pca.components.T + lifted.pca.mean
+
+
+def text_scores(cmd: QueryCommand, lifted: Any, feature_name: str, device: str) -> torch.Tensor:
+    from .queries import cosine_scores, phrase_relevancy
+
+    request = lifted.entry.get("request", {})
+    if cmd.bridge is not None:
+        from omnivision.twod.bridge import TextBridge
+
+        bridge = TextBridge.load(cmd.bridge, device=device)
+        with torch.no_grad():
+            query = bridge([cmd.text or ""])[0].cpu()
+        return cosine_scores(full_features(lifted), query)
+    clip_name = cmd.clip or request.get("clip")
+    if clip_name is None:
+        raise QueryError(
+            f"features {feature_name!r} are not CLIP features: give --bridge DIR (omnivision "
+            "train-bridge) or lift CLIP ones (omnivision-lift SCENE_DIR --features clip-pyramid)"
+        )
+    from omnivision.twod.clip import load_clip
+
+    local = Path(clip_name).is_dir() or clip_name.startswith(("hf-hub:", "local-dir:"))
+    pretrained = None if local else (cmd.clip_pretrained or request.get("clip_pretrained"))
+    clip = load_clip(clip_name, pretrained, device=device)
+    return phrase_relevancy(
+        full_features(lifted), lambda texts: clip.encode_text(list(texts)).cpu(),
+        cmd.text or "", cmd.negatives, cmd.tau,
+    )  # fmt: skip
+
+
+def nearest_views(cameras: Any, view: int, count: int) -> list[int]:
+    centres = cameras.centers
+    order = torch.argsort((centres - centres[view]).norm(dim=-1)).tolist()
+    return [v for v in order if v != view][:count]
+
+
+def prompt_scores(
+    cmd: QueryCommand, scene: Any, cameras: Any, device: str
+) -> tuple[int, torch.Tensor]:
+    """SAM 2 points (--sam) or a given mask (--mask) on a rendered view -> lifted mask scores."""
+    import numpy as np
+
+    from omnivision.scenes.render import RenderConfig, render
+
+    from .queries import mask_prompt_scores
+
+    if cmd.mask is not None:
+        view_text, _, path = cmd.mask.partition(":")
+        if not view_text.isdigit() or not path:
+            raise QueryError(f"--mask {cmd.mask!r}: want VIEW:MASK.png")
+        view = int(view_text)
+        if view >= len(cameras):
+            raise QueryError(f"--mask: view {view} does not exist (the scene has {len(cameras)})")
+        from omnivision.scenes.io_images import read_image
+
+        if not Path(path).is_file():
+            raise SceneError(Path(path), "mask image not found")
+        image = read_image(Path(path))
+        hw = (cameras.heights[view], cameras.widths[view])
+        if tuple(image.shape[:2]) != hw:
+            raise SceneError(
+                Path(path),
+                f"mask is {image.shape[1]}x{image.shape[0]}, view {view} is {hw[1]}x{hw[0]}",
+            )
+        mask = image.reshape(*hw, -1).amax(-1) > 0
+        return view, mask_prompt_scores(scene, cameras, view, mask)
+    assert cmd.sam is not None
+    points = [parse_point(p, "--sam", len(cameras)) for p in cmd.sam]
+    negatives = [parse_point(p, "--sam-negative", len(cameras)) for p in cmd.sam_negative]
+    views = {v for v, _ in points + negatives}
+    if len(views) != 1:
+        raise QueryError(f"--sam points must all be on one view, got views {sorted(views)}")
+    view = views.pop()
+    from omnivision.twod.sam import load_sam2
+
+    sam = load_sam2(cmd.sam_model, cmd.sam_config, device=device)
+    rgb = render(scene, cameras[view], config=RenderConfig(background=(1.0, 1.0, 1.0))).rgb
+    assert rgb is not None
+    sam.set_image(rgb[0].clamp(0, 1))
+    xy = np.array([p for _, p in points + negatives], np.float32)
+    labels = np.array([1] * len(points) + [0] * len(negatives), np.int64)
+    mask = sam.predict(xy, labels, multimask=True).masks[0]
+
+    def segment(
+        other: int, image: torch.Tensor, box: tuple[float, float, float, float]
+    ) -> torch.Tensor:
+        return sam.predict_boxes(image, [box])[0]
+
+    refine = nearest_views(cameras, view, cmd.refine_views)
+    return view, mask_prompt_scores(scene, cameras, view, mask, segment, refine)
+
+
+def query_main(argv: list[str], prog: str) -> int:
+    from omnivision.lift.store import load_features
+    from omnivision.scenes.io_images import save_image
+    from omnivision.scenes.load import load_scene
+
+    from . import edits
+    from .maps import preview_panels
+    from .queries import click_scores, exemplar_scores
+
+    cmd: QueryCommand = tyro.cli(QueryCommand, args=argv, prog=prog, description=DESCRIPTION)
+    kinds = [k for k in ("text", "exemplar", "click", "sam", "mask") if getattr(cmd, k) is not None]
+    if len(kinds) != 1:
+        raise QueryError(
+            "give exactly one query: --text, --exemplar, --click, --sam or --mask"
+            + (f" (got --{' --'.join(kinds)})" if kinds else "")
+        )
+    if cmd.text is not None and not cmd.text.strip():
+        raise QueryError("--text is empty: give a phrase, e.g. --text 'red mug'")
+    edit = parse_edit(cmd.then) if cmd.then else None
+    if cmd.out is not None and cmd.out.suffix.lower() not in (".ply", ".splat"):
+        raise QueryError(f"--out {cmd.out}: the suffix must be .ply or .splat")
+    device = cmd.device or ("cuda" if torch.cuda.is_available() else "cpu")
+    start = time.perf_counter()
+    loaded = load_scene(cmd.scene, orbit_views=24)
+    scene, cameras = loaded.gaussians, loaded.cameras_or_orbit()
+    out_dir = loaded.root / "omnivision"
+    kind = kinds[0]
+    lifted, feature_name = None, None
+    if kind in ("text", "exemplar") or (kind == "click" and cmd.features is not None):
+        feature_name = choose_features(out_dir, cmd.features, kind == "text")
+        lifted = load_features(out_dir, feature_name)
+    elif kind == "click" and any(out_dir.glob("features_*.safetensors")):
+        feature_name = choose_features(out_dir, None, False)
+        lifted = load_features(out_dir, feature_name)
+    if lifted is not None and len(lifted.features) != len(scene):
+        raise SceneError(
+            out_dir / f"features_{feature_name}.safetensors",
+            f"has {len(lifted.features)} Gaussians, the scene {len(scene)}: lift again (--force)",
+        )
+
+    view, threshold = 0, cmd.threshold
+    if kind == "text":
+        assert lifted is not None and feature_name is not None
+        scores = text_scores(cmd, lifted, feature_name, device)
+    elif kind == "exemplar":
+        assert lifted is not None and cmd.exemplar is not None
+        view, xy = parse_point(cmd.exemplar, "--exemplar", len(cameras))
+        scores = _pixel_checked(lambda: exemplar_scores(scene, cameras, view, lifted.features, xy))
+    elif kind == "click":
+        assert cmd.click is not None
+        view, xy = parse_point(cmd.click, "--click", len(cameras))
+        features = None if lifted is None else lifted.features
+        picked, scores = _pixel_checked(lambda: click_scores(scene, cameras, view, xy, features))
+        if picked < 0:
+            raise QueryError(f"--click {cmd.click}: no Gaussian covers that pixel")
+        print(f"picked Gaussian {picked}")
+    else:
+        view, scores = prompt_scores(cmd, scene, cameras, device)
+        threshold = 0.5 if threshold is None else threshold
+    selection = Selection.from_scores(scores, threshold)
+    count = selection.count
+    share = 100 * count / max(len(scene), 1)
+    via = f" ({feature_name} features)" if feature_name else ""
+    print(f"selected {count} of {len(scene)} Gaussians ({share:.1f}%) by --{kind}{via}")
+
+    after = None
+    if edit is not None:
+        name, colour = edit
+        if name == "recolor":
+            after = edits.recolor(scene, selection, colour)  # type: ignore[arg-type]
+        else:
+            after = getattr(edits, name)(scene, selection)
+        target = cmd.out or out_dir / "edited.ply"
+        edits.export(after, target)
+        print(f"{name}: wrote {target} ({len(after)} Gaussians)")
+    preview_view, preview_path = cmd.preview or (view, out_dir / "query_preview.png")
+    if preview_view >= len(cameras):
+        raise QueryError(
+            f"--preview: view {preview_view} does not exist (the scene has {len(cameras)})"
+        )
+    panels = preview_panels(scene, after, cameras, preview_view, selection)
+    save_image(preview_path, panels)
+    columns = "before | scores | selection" + (" | after" if after is not None else "")
+    print(
+        f"preview: {preview_path} (view {preview_view}: {columns}); {time.perf_counter() - start:.1f} s"
+    )
+    return 0
+
+
+def _pixel_checked(fn):
+    try:
+        return fn()
+    except ValueError as err:
+        raise QueryError(str(err)) from None

@@ -1,0 +1,277 @@
+"""`omnivision query` end to end on a copy of the demo scene with planted lifted features, and
+phrase relevancy with the tiny random OpenCLIP text encoder."""
+
+from __future__ import annotations
+
+import shutil
+
+import numpy as np
+import pytest
+import torch
+import torch.nn.functional as F
+
+from omnivision.cli import main
+from omnivision.lift.store import save_features, write_manifest_entry
+from omnivision.query.queries import phrase_relevancy
+from omnivision.scenes.demo import object_id_features
+from omnivision.scenes.io_images import save_image
+from omnivision.scenes.io_ply import read_ply
+from omnivision.scenes.load import load_scene
+from omnivision.scenes.render import RenderConfig, render
+from omnivision.twod.clip_dense import CANONICAL_NEGATIVES
+
+pytestmark = pytest.mark.usefixtures("one_thread")
+
+
+def planted(ids: torch.Tensor, table: torch.Tensor, noise: float, seed: int = 0) -> torch.Tensor:
+    """Each Gaussian carries its object's row of `table` plus Gaussian noise (per-dim std
+    noise/sqrt(D), so the noise vector has norm ~ `noise`)."""
+    g = torch.Generator().manual_seed(seed)
+    rows = F.normalize(table.float(), dim=-1)[ids]
+    return rows + noise * torch.randn(rows.shape, generator=g) / rows.shape[1] ** 0.5
+
+
+@pytest.fixture(scope="module")
+def scene_dir(demo_dir, tmp_path_factory):
+    """A copy of the demo scene with one-hot object-id features (+ noise) stored as if lifted."""
+    root = tmp_path_factory.mktemp("query_cli") / "scene"
+    shutil.copytree(demo_dir, root, ignore=shutil.ignore_patterns("omnivision"))
+    scene = load_scene(root)
+    ids = scene.gaussians.extras["object_id"].long()
+    features = planted(ids, torch.eye(8), 0.3)
+    out = root / "omnivision"
+    save_features(
+        out,
+        "ids",
+        features,
+        torch.ones(len(ids)),
+        torch.ones(len(ids), dtype=torch.bool),
+        None,
+        False,
+    )
+    write_manifest_entry(out, "ids", {"request": {"features": "ids"}, "dims": 8})
+    return root
+
+
+def pixel_of(scene, view: int, obj: int) -> tuple[int, int]:
+    """The pixel of `view` showing object `obj` nearest its centre's projection."""
+    ids = scene.gaussians.extras["object_id"].long()
+    out = render(
+        scene.gaussians, scene.cameras[view], object_id_features(ids, 8), RenderConfig(rgb=False)
+    )
+    assert out.features is not None
+    id_map = out.features[0].argmax(-1)
+    centre = scene.gaussians.means[ids == obj].mean(0)
+    w2c, K = scene.cameras.world_to_camera[view], scene.cameras.K[view]
+    u, v = (K @ (w2c[:3, :3] @ centre + w2c[:3, 3]))[:2]
+    z = (w2c[:3, :3] @ centre + w2c[:3, 3])[2]
+    ys, xs = torch.nonzero(id_map == obj, as_tuple=True)
+    k = torch.argmin((xs - u / z) ** 2 + (ys - v / z) ** 2)
+    return int(xs[k]), int(ys[k])
+
+
+def iou(a: torch.Tensor, b: torch.Tensor) -> float:
+    return float((a & b).sum() / (a | b).sum().clamp_min(1))
+
+
+def run(capsys, *argv: str) -> tuple[int, str, str]:
+    code = main(["query", *argv])
+    out = capsys.readouterr()
+    return code, out.out, out.err
+
+
+def selected_count(stdout: str) -> int:
+    line = next(line for line in stdout.splitlines() if line.startswith("selected "))
+    return int(line.split()[1])
+
+
+@pytest.mark.parametrize("mode", ["exemplar", "click"])
+def test_exemplar_and_click_select_the_clicked_object_and_edit_it(
+    scene_dir, tmp_path, capsys, mode
+):
+    scene = load_scene(scene_dir)
+    ids = scene.gaussians.extras["object_id"].long()
+    x, y = pixel_of(scene, 0, 2)  # the blue box
+    out = tmp_path / "edited.ply"
+    preview = tmp_path / "preview.png"
+    code, stdout, err = run(
+        capsys, str(scene_dir), f"--{mode}", f"0:{x},{y}", "--then", "delete", "--out", str(out),
+        "--preview", "4", str(preview),
+    )  # fmt: skip
+    assert code == 0, err
+    count = selected_count(stdout)
+    truth = ids == 2
+    assert abs(count - int(truth.sum())) <= 0.1 * int(truth.sum())
+    edited = read_ply(out)
+    assert len(edited) == len(ids) - count
+    assert (edited.extras["object_id"] == 2).sum() <= 0.1 * truth.sum()
+    image = np.asarray(__import__("PIL.Image", fromlist=["Image"]).open(preview))
+    assert image.shape == (240, 4 * 320, 3)  # before | scores | selection | after
+    before, after = image[:, :320].astype(float), image[:, 960:].astype(float)
+    assert np.abs(before - after).mean() > 1.0
+
+
+def test_recolor_changes_only_the_selection(scene_dir, tmp_path, capsys):
+    scene = load_scene(scene_dir)
+    x, y = pixel_of(scene, 0, 3)
+    out = tmp_path / "green.ply"
+    code, stdout, err = run(
+        capsys,
+        str(scene_dir),
+        "--exemplar",
+        f"0:{x},{y}",
+        "--then",
+        "recolor=#00ff00",
+        "--out",
+        str(out),
+    )
+    assert code == 0, err
+    edited = read_ply(out)
+    changed = (edited.sh != scene.gaussians.sh).flatten(1).any(1)
+    assert int(changed.sum()) <= selected_count(stdout)
+    assert iou(changed, scene.gaussians.extras["object_id"] == 3) > 0.85
+    assert torch.equal(edited.means, scene.gaussians.means)
+
+
+def test_oracle_mask_prompt_selects_the_object(scene_dir, tmp_path, capsys):
+    """A 2D mask (the rendered object id) on view 0, lifted: IoU >= 0.9 with the object."""
+    scene = load_scene(scene_dir)
+    ids = scene.gaussians.extras["object_id"].long()
+    out = render(
+        scene.gaussians, scene.cameras[0], object_id_features(ids, 8), RenderConfig(rgb=False)
+    )
+    assert out.features is not None
+    for obj in (1, 2, 5):
+        mask = ((out.features[0].argmax(-1) == obj) & (out.alpha[0] > 0.5)).numpy()
+        path = save_image(
+            tmp_path / f"mask{obj}.png", (mask[..., None] * 255).repeat(3, -1).astype(np.uint8)
+        )
+        code, stdout, err = run(
+            capsys, str(scene_dir), "--mask", f"0:{path}", "--refine-views", "0"
+        )
+        assert code == 0, err
+        # Gaussians hidden from view 0 (the far side) cannot be lifted from one view; the
+        # front-facing part is what the mask can select.
+        assert selected_count(stdout) > 0.3 * int((ids == obj).sum())
+
+
+def test_sam_prompt_runs_with_a_tiny_sam2(scene_dir, tmp_path, capsys):
+    """The real SAM 2 path (a tiny random model): points -> mask -> refinement -> lifted scores."""
+    from omnivision.twod.sam import build_tiny_sam2_checkpoint
+
+    checkpoint, config = build_tiny_sam2_checkpoint(tmp_path / "sam")
+    scene = load_scene(scene_dir)
+    x, y = pixel_of(scene, 0, 1)
+    code, stdout, err = run(
+        capsys, str(scene_dir), "--sam", f"0:{x},{y}", "--sam-negative", "0:5,5",
+        "--sam-model", str(checkpoint), "--sam-config", str(config), "--refine-views", "2",
+        "--preview", "0", str(tmp_path / "sam.png"),
+    )  # fmt: skip
+    assert code == 0, err
+    assert 0 <= selected_count(stdout) <= len(scene.gaussians)
+    assert (tmp_path / "sam.png").is_file()
+
+
+@pytest.mark.parametrize(
+    ("argv", "message"),
+    [
+        ([], "exactly one query"),
+        (["--click", "0:1,1", "--exemplar", "0:1,1"], "exactly one query"),
+        (["--text", "  "], "--text is empty"),
+        (["--click", "0:abc"], "want VIEW:X,Y"),
+        (["--click", "99:1,1"], "view 99 does not exist"),
+        (["--click", "0:1000,1"], "outside the 320x240 view"),
+        (["--click", "0:10,10", "--then", "explode"], "want one of delete"),
+        (["--click", "0:10,10", "--then", "recolor=green"], "#ff8800"),
+        (["--click", "0:10,10", "--out", "x.obj"], "must be .ply or .splat"),
+        (["--exemplar", "0:10,10", "--features", "nope"], "features_nope.safetensors: not found"),
+        (["--text", "mug"], "not CLIP features"),
+        (["--mask", "0:missing.png"], "missing.png: mask image not found"),
+    ],
+)
+def test_bad_input_is_one_line_and_exit_2(scene_dir, capsys, argv, message):
+    code, stdout, err = run(capsys, str(scene_dir), *argv)
+    assert code == 2
+    assert message in err and len(err.strip().splitlines()) == 1
+
+
+def test_missing_scene_names_the_path(tmp_path, capsys):
+    code, _, err = run(capsys, str(tmp_path / "nowhere"), "--click", "0:1,1")
+    assert code == 2 and "nowhere" in err
+
+
+# -- phrase relevancy with the tiny random OpenCLIP --------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def clip_scene(demo_dir, tiny_clip, tmp_path_factory):
+    """Demo scene whose Gaussians carry the tiny CLIP text embedding of their object's name."""
+    folder, clip = tiny_clip
+    root = tmp_path_factory.mktemp("query_clip") / "scene"
+    shutil.copytree(demo_dir, root, ignore=shutil.ignore_patterns("omnivision"))
+    scene = load_scene(root)
+    ids = scene.gaussians.extras["object_id"].long()
+    names = [scene.objects[k] for k in range(8)]
+    table = clip.encode_text(names)
+    features = planted(ids, table, 0.1)
+    out = root / "omnivision"
+    n = len(ids)
+    save_features(
+        out, "clip-pyramid", features, torch.ones(n), torch.ones(n, dtype=torch.bool), None, True
+    )
+    write_manifest_entry(
+        out, "clip-pyramid", {"request": {"features": "clip-pyramid", "clip": str(folder)}}
+    )
+    return root, names, ids, features, clip
+
+
+def naive_relevancy(features, query, negatives, tau=10.0):
+    """LERF's definition written out: min over j of softmax(tau*[cos(phi,q), cos(phi,n_j)])[0]."""
+    phi = F.normalize(features.float(), dim=-1)
+    q = F.normalize(query.float(), dim=-1)
+    out = []
+    for n in F.normalize(negatives.float(), dim=-1):
+        pair = torch.stack([phi @ q, phi @ n], dim=-1)
+        out.append(torch.softmax(tau * pair, dim=-1)[:, 0])
+    return torch.stack(out).min(0).values
+
+
+def test_phrase_relevancy_is_lerf_and_names_find_their_objects(clip_scene):
+    _, names, ids, features, clip = clip_scene
+    text = lambda texts: clip.encode_text(list(texts))  # noqa: E731
+    negatives = clip.encode_text(list(CANONICAL_NEGATIVES))
+    for obj, name in enumerate(names):
+        scores = phrase_relevancy(features, text, name)
+        expected = naive_relevancy(features, clip.encode_text([name])[0], negatives)
+        torch.testing.assert_close(scores, expected, rtol=1e-4, atol=1e-5)
+        own = scores[ids == obj]
+        # Its own Gaussians are nearer the name than any canonical negative ...
+        assert float((own > 0.5).float().mean()) > 0.99, name
+        # ... and the most relevant Gaussians are the named object's (LERF's localization).
+        top = torch.topk(scores, int((ids == obj).sum()) // 10).indices
+        assert float((ids[top] == obj).float().mean()) > 0.99, name
+
+
+def test_negative_only_phrase_stays_low(clip_scene):
+    _, _, _, features, clip = clip_scene
+    text = lambda texts: clip.encode_text(list(texts))  # noqa: E731
+    for phrase in CANONICAL_NEGATIVES:
+        assert float(phrase_relevancy(features, text, phrase).max()) <= 0.5 + 1e-6
+
+
+def test_query_text_command_uses_the_lifts_clip(clip_scene, capsys, tmp_path):
+    root, names, ids, _, _ = clip_scene
+    code, stdout, err = run(
+        capsys,
+        str(root),
+        "--text",
+        names[1],
+        "--threshold",
+        "0.5",
+        "--preview",
+        "0",
+        str(tmp_path / "p.png"),
+    )
+    assert code == 0, err
+    assert "clip-pyramid features" in stdout
+    assert selected_count(stdout) >= int((ids == 1).sum()) * 0.99

@@ -81,8 +81,8 @@ with --then, the edited scene.
 
 examples:
   omnivision-lift scene/ --features clip-pyramid && omnivision query scene/ --text "red mug" --then recolor=#00ff00
-  omnivision query demo_out/scene --exemplar 0:122,151 --then delete --out no_mug.ply
-  omnivision query demo_out/scene --click 0:122,151 --then extract --out mug.ply
+  omnivision query demo_out/scene --exemplar 0:233,142 --then delete --out no_mug.ply
+  omnivision query demo_out/scene --click 0:233,142 --then extract --out mug.ply
   omnivision query scene/ --sam 3:200,140 3:210,180 --sam-negative 3:20,20 --then hide
   omnivision query demo_out/scene --mask 0:mug_mask.png --preview 4 mug.png"""
 

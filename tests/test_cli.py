@@ -22,8 +22,16 @@ def omnivision(*args: str, cwd=None) -> subprocess.CompletedProcess:
 def test_help_lists_the_commands():
     out = omnivision("--help")
     assert out.returncode == 0
-    for command in ("demo", "demo-scene", "render", "info", "export"):
+    for command in ("demo", "demo-scene", "render", "info", "export", "query", "view"):
         assert f"  {command} " in out.stdout
+
+
+def test_query_help_teaches_with_examples():
+    out = omnivision("query", "--help")
+    assert out.returncode == 0
+    for flag in ("--text", "--exemplar", "--click", "--sam", "--mask", "--then", "--preview"):
+        assert flag in out.stdout
+    assert "examples:" in out.stdout
 
 
 def test_render_one_view_and_all_views(demo_dir, tmp_path):

@@ -342,3 +342,15 @@ def test_cache_rewrites_an_unreadable_entry(clip, counted, tmp_path):
         lerf_features(clip, image, scales=(0.5,), cache_dir=tmp_path).maps.shape == first.maps.shape
     )
     assert counted["crops"] == 2 * 25
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float16, torch.bfloat16])
+def test_relevancy_blocks_match_the_one_shot_formula_in_every_storage_dtype(dtype):
+    """The CPU path works in row blocks; N is not a multiple of the block and rows have any norm."""
+    g = torch.Generator().manual_seed(0)
+    phi = (torch.randn(10_001, 16, generator=g) * torch.rand(10_001, 1, generator=g) * 5).to(dtype)
+    query, negatives = torch.randn(16, generator=g), torch.randn(3, 16, generator=g)
+    texts = F.normalize(torch.cat([query[None], negatives]), dim=-1)
+    cos = F.normalize(phi.float(), dim=-1) @ texts.T
+    expected = torch.sigmoid(10 * (cos[:, 0] - cos[:, 1:].amax(1)))
+    torch.testing.assert_close(relevancy(phi, query, negatives), expected, rtol=1e-5, atol=1e-6)

@@ -124,12 +124,40 @@ def relevancy(
     if tau <= 0:
         raise TwoDError(f"tau must be positive, got {tau:g}")
     texts = F.normalize(torch.cat([query[None], negatives]).float(), dim=-1)
-    texts = texts.to(embeddings.device, embeddings.dtype)
     flat = embeddings.reshape(-1, E)
+    if flat.device.type == "cpu":
+        return _relevancy_cpu(flat, texts, tau).reshape(embeddings.shape[:-1])
+    texts = texts.to(embeddings.device, embeddings.dtype)
     norms = torch.linalg.vector_norm(flat, dim=-1).float().clamp_min(1e-12)
     cosines = (flat @ texts.T).float() / norms[:, None]
     scores = torch.sigmoid(tau * (cosines[:, 0] - cosines[:, 1:].amax(dim=1)))
     return scores.reshape(embeddings.shape[:-1])
+
+
+def _relevancy_cpu(
+    flat: Float[Tensor, "N E"], texts: Float[Tensor, "T E"], tau: float, chunk: int = 4096
+) -> Float[Tensor, "N"]:
+    """`relevancy` on CPU in cache-sized row blocks: each block is read from memory once (fp16 /
+    bf16 copied into a reused fp32 buffer, never a full `.float()` copy), its norms and its
+    (block, T) cosines computed while it is in cache. Memory beyond the output: one block."""
+    n, E = flat.shape
+    out = torch.empty(n)
+    texts_t = texts.contiguous().T  # MKL is faster with the (E, T) view than a contiguous copy
+    block = torch.empty(chunk, E) if flat.dtype != torch.float32 else None
+    cos, norm, best = torch.empty(chunk, len(texts)), torch.empty(chunk), torch.empty(chunk)
+    for start in range(0, n, chunk):
+        rows = flat[start : start + chunk]
+        k = rows.shape[0]
+        if block is not None:
+            rows = block[:k].copy_(rows)
+        torch.mm(rows, texts_t, out=cos[:k])
+        torch.linalg.vector_norm(rows, dim=1, out=norm[:k])
+        torch.amax(cos[:k, 1:], dim=1, out=best[:k])
+        # sigmoid(tau * (cos_q - max_j cos_j) / |phi|), written straight into the output
+        torch.sub(cos[:k, 0], best[:k], out=best[:k])
+        best[:k].mul_(tau).div_(norm[:k].clamp_min_(1e-12))
+        torch.sigmoid(best[:k], out=out[start : start + k])
+    return out
 
 
 # ---------------------------------------------------------------------------------------------

@@ -4,7 +4,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: install demo test lint bench clean
+.PHONY: install demo test lint browser bench clean
 
 $(STAMP): pyproject.toml Makefile
 	$(PYTHON) -m venv $(VENV)
@@ -33,7 +33,15 @@ lint: $(STAMP)
 	for p in scenes lift query viewer twod eval; do ln -s "$$PWD/$$p" $(PYRIGHT_VIEW)/$$p; done
 	$(BIN)/pyright
 
-test: lint
+# The browser test drives Debian's chromium through playwright (never `playwright install`);
+# without root or apt it skips with a reason.
+browser:
+	@command -v chromium >/dev/null || { [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null && \
+	  (DEBIAN_FRONTEND=noninteractive apt-get install -y -q chromium >/dev/null || \
+	   (apt-get update -q >/dev/null && DEBIAN_FRONTEND=noninteractive apt-get install -y -q chromium >/dev/null)); } || \
+	  echo "chromium not installed: the browser test will skip"
+
+test: lint browser
 	HF_HUB_OFFLINE=1 $(BIN)/pytest
 
 bench: $(STAMP)

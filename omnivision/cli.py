@@ -31,6 +31,10 @@ COMMANDS: dict[str, tuple[str, str]] = {
         "omnivision.query.cli:query_main",
         "select Gaussians by phrase, example, click or SAM prompt; edit and export them",
     ),
+    "view": (
+        "omnivision.viewer.cli:view_main",
+        "open a scene in the browser: query, select, edit, export",
+    ),
     "localize": (
         "omnivision.twod.cli:localize_main",
         "find what looks like a clicked example in images",

@@ -48,7 +48,8 @@ class QueryCommand:
     features: str | None = None
     """Lifted feature name in SCENE_DIR/omnivision (default: a clip-* one for --text, else the first)."""
     negatives: tuple[str, ...] = CANONICAL_NEGATIVES
-    """Canonical negatives of the LERF relevancy (CLIP features)."""
+    """Negatives of the LERF relevancy (CLIP features): the canonical four; add the names of other
+    things in the scene to keep them out (e.g. --negatives object things stuff texture table)."""
     tau: float = 10.0
     """Relevancy temperature."""
     bridge: Path | None = None
@@ -64,7 +65,8 @@ class QueryCommand:
     refine_views: int = 4
     """With --sam: re-prompt SAM 2 in this many nearest other cameras and lift all masks together."""
     threshold: float | None = None
-    """Score cut (default: Otsu's for relevancy/cosine, 0.5 for lifted masks)."""
+    """Score cut (default: Otsu's, and for CLIP relevancy at least 0.5 (nearer the phrase than
+    every negative); 0.5 for lifted masks)."""
     then: str | None = None
     """Edit the selection: delete | extract | hide | isolate | recolor=#RRGGBB."""
     out: Path | None = None
@@ -229,7 +231,7 @@ def query_main(argv: list[str], prog: str) -> int:
 
     from . import edits
     from .maps import preview_panels
-    from .queries import click_scores, exemplar_scores
+    from .queries import click_scores, exemplar_scores, relevancy_threshold
 
     cmd: QueryCommand = tyro.cli(QueryCommand, args=argv, prog=prog, description=DESCRIPTION)
     kinds = [k for k in ("text", "exemplar", "click", "sam", "mask") if getattr(cmd, k) is not None]
@@ -266,6 +268,8 @@ def query_main(argv: list[str], prog: str) -> int:
     if kind == "text":
         assert lifted is not None and feature_name is not None
         scores = text_scores(cmd, lifted, feature_name, device)
+        if cmd.bridge is None and threshold is None:
+            threshold = relevancy_threshold(scores)
     elif kind == "exemplar":
         assert lifted is not None and cmd.exemplar is not None
         view, xy = parse_point(cmd.exemplar, "--exemplar", len(cameras))

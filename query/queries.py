@@ -38,6 +38,20 @@ def phrase_relevancy(
     return relevancy(features, embeddings[0], embeddings[1:], tau)
 
 
+RELEVANCY_FLOOR = 0.5
+"""Relevancy above 0.5: nearer the phrase than every negative (LERF)."""
+
+
+def relevancy_threshold(scores: Float[Tensor, "N"]) -> float:
+    """The default cut of a phrase query: Otsu's threshold of the relevancy, never below 0.5, so
+    a selected Gaussian is nearer the phrase than every negative and the cut still adapts when
+    many Gaussians are only slightly above 0.5 (features unlike any text score about 0.5)."""
+    from omnivision.twod.localize import otsu_threshold
+
+    otsu = otsu_threshold(scores.float()) if scores.numel() else RELEVANCY_FLOOR
+    return max(float(otsu), RELEVANCY_FLOOR)
+
+
 def cosine_scores(features: Float[Tensor, "N D"], query: Float[Tensor, "D"]) -> Float[Tensor, "N"]:
     return F.normalize(features.float(), dim=-1) @ F.normalize(query.float(), dim=0)
 

@@ -43,7 +43,14 @@ def demo_dir(tmp_path_factory) -> Path:
     """The demo scene written once per test session with the real writer."""
     from omnivision.scenes.demo import write_demo_scene
 
-    return write_demo_scene(tmp_path_factory.mktemp("demo") / "scene")
+    # Session fixtures start before a module's `one_thread`: render on one thread here too, or
+    # two spin-waiting threads on shared cores make this take minutes instead of seconds.
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        return write_demo_scene(tmp_path_factory.mktemp("demo") / "scene")
+    finally:
+        torch.set_num_threads(threads)
 
 
 def pytest_collection_modifyitems(config, items):

@@ -43,8 +43,10 @@ def test_packages_import_only_downwards():
 
 
 def test_nothing_imports_viewer_or_eval():
+    """The package never does; benchmarks may only time their own package (bench/viewer.py)."""
     for path in list((REPO / "omnivision").rglob("*.py")) + list((REPO / "bench").rglob("*.py")):
-        assert not imported_packages(path) & {"viewer", "eval"}, path
+        own = {path.stem} if path.parent.name == "bench" else set()
+        assert not imported_packages(path) & ({"viewer", "eval"} - own), path
 
 
 def test_importing_scenes_does_not_load_heavy_libraries():

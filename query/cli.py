@@ -157,8 +157,8 @@ def text_scores(cmd: QueryCommand, lifted: Any, feature_name: str, device: str) 
     pretrained = None if local else (cmd.clip_pretrained or request.get("clip_pretrained"))
     clip = load_clip(clip_name, pretrained, device=device)
     return phrase_relevancy(
-        full_features(lifted), lambda texts: clip.encode_text(list(texts)).cpu(),
-        cmd.text or "", cmd.negatives, cmd.tau,
+        lifted.features, lambda texts: clip.encode_text(list(texts)).cpu(),
+        cmd.text or "", cmd.negatives, cmd.tau, lifted.pca,
     )  # fmt: skip
 
 

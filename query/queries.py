@@ -17,7 +17,7 @@ import torch.nn.functional as F
 from jaxtyping import Bool, Float
 from torch import Tensor
 
-from omnivision.lift.aggregate import FeatureSums, lift_view
+from omnivision.lift.aggregate import PCA, FeatureSums, lift_view
 from omnivision.scenes.cameras import Cameras
 from omnivision.scenes.gaussians import GaussianScene
 from omnivision.scenes.render import RenderConfig, blend_weights, render
@@ -30,12 +30,48 @@ def phrase_relevancy(
     phrase: str,
     negatives: Sequence[str] = CANONICAL_NEGATIVES,
     tau: float = 10.0,
+    pca: PCA | None = None,
 ) -> Float[Tensor, "N"]:
-    """LERF relevancy of lifted CLIP features to `phrase`; `text` embeds phrases (ClipModel.encode_text)."""
+    """LERF relevancy of lifted CLIP features to `phrase`; `text` embeds phrases (ClipModel.encode_text).
+
+    With `pca`, `features` are the lift's PCA coefficients (N, d) and the relevancy is that of
+    the reconstructed features `coeffs @ components.T + mean` in CLIP's space, computed exactly
+    in d dims (`pca_relevancy`) without building the (N, E) reconstruction."""
     if not phrase.strip():
         raise ValueError("the phrase is empty")
     embeddings = text([phrase, *negatives])
+    if pca is not None:
+        return pca_relevancy(features, pca, embeddings[0], embeddings[1:], tau)
     return relevancy(features, embeddings[0], embeddings[1:], tau)
+
+
+def pca_relevancy(
+    coeffs: Float[Tensor, "N d"],
+    pca: PCA,
+    query: Float[Tensor, "E"],
+    negatives: Float[Tensor, "K E"],
+    tau: float = 10.0,
+    chunk: int = 16384,
+) -> Float[Tensor, "N"]:
+    """`relevancy` of x = coeffs @ C.T + m (C (E, d) orthonormal columns, m the mean) from the
+    coefficients alone: x.t = coeffs.(C.T t) + m.t and |x|^2 = |coeffs|^2 + 2 coeffs.(C.T m) + |m|^2,
+    so a query over N Gaussians reads N x d numbers, not N x E."""
+    texts = F.normalize(torch.cat([query.reshape(1, -1), negatives]).float(), dim=-1)
+    components, mean = pca.components.float(), pca.mean.float()
+    # rows: C.T t for each text, then C.T m (for the norm); offsets m.t and |m|^2. MKL multiplies
+    # a tall block by the transposed view of this small contiguous matrix fastest.
+    projection = torch.cat([texts @ components, (mean @ components)[None]]).to(coeffs.device)
+    offsets, mean_sq = (texts @ mean).to(coeffs.device), float(mean @ mean)
+    out = torch.empty(coeffs.shape[0], device=coeffs.device)
+    for start in range(0, coeffs.shape[0], chunk):
+        block = coeffs[start : start + chunk].float()
+        dots = torch.mm(block, projection.T)
+        norm_sq = torch.linalg.vector_norm(block, dim=1).square_()
+        norm_sq.add_(dots[:, -1], alpha=2.0).add_(mean_sq).clamp_min_(1e-24)
+        cos = dots[:, :-1].add_(offsets)
+        margin = cos[:, 0] - cos[:, 1:].amax(1)
+        torch.sigmoid(margin.mul_(tau).div_(norm_sq.sqrt_()), out=out[start : start + chunk])
+    return out
 
 
 RELEVANCY_FLOOR = 0.5

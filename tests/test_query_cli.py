@@ -288,3 +288,70 @@ def test_query_text_command_uses_the_lifts_clip(clip_scene, capsys, tmp_path):
     extracted = read_ply(out).extras["object_id"].long()
     hits, truth = int((extracted == 1).sum()), int((ids == 1).sum())
     assert hits / (len(extracted) + truth - hits) >= 0.9
+
+
+def test_query_text_through_a_text_bridge_on_dino_like_features(clip_scene, capsys, tmp_path):
+    """--bridge: the phrase goes through a (random, saved and reloaded) text bridge into the
+    features' space and scores by cosine; the named object's Gaussians score highest."""
+    from omnivision.twod.bridge import BridgeConfig, TextBridge
+
+    root, names, ids, _, clip = clip_scene
+    folder = clip_scene[0].parent / "bridge"
+    config = BridgeConfig(
+        str(tiny_clip_folder(clip_scene)), None, "colour", clip.embed_dim, 8, hidden_dim=16
+    )
+    bridge = TextBridge(clip, config)
+    bridge.save(folder)
+    with torch.no_grad():
+        table = bridge(names)
+    features = planted(ids, table, 0.05)
+    out = root / "omnivision"
+    n = len(ids)
+    save_features(
+        out, "colour", features, torch.ones(n), torch.ones(n, dtype=torch.bool), None, False
+    )
+    write_manifest_entry(out, "colour", {"request": {"features": "colour"}})
+    target = tmp_path / "mug.ply"
+    code, stdout, err = run(
+        capsys, str(root), "--text", names[1], "--features", "colour", "--bridge", str(folder),
+        "--then", "extract", "--out", str(target), "--preview", "0", str(tmp_path / "p.png"),
+    )  # fmt: skip
+    assert code == 0, err
+    assert "colour features" in stdout
+    extracted = read_ply(target).extras["object_id"].long()
+    # every Gaussian of the named object is selected (cosine ~1 to its own bridged name)
+    assert int((extracted == 1).sum()) == int((ids == 1).sum())
+
+
+def tiny_clip_folder(clip_scene) -> str:
+    root = clip_scene[0]
+    import json
+
+    entry = json.loads((root / "omnivision" / "manifest.json").read_text())["features"][
+        "clip-pyramid"
+    ]
+    return entry["request"]["clip"]
+
+
+def test_pca_relevancy_equals_relevancy_of_the_reconstructed_features():
+    """Features stored as PCA coefficients: the query runs in d dims, exactly as in CLIP's space."""
+    from omnivision.lift.aggregate import fit_pca
+    from omnivision.query.queries import pca_relevancy
+    from omnivision.twod.clip_dense import relevancy
+
+    g = torch.Generator().manual_seed(0)
+    full = torch.randn(5003, 64, generator=g) @ torch.randn(64, 64, generator=g) * 0.2 + 1.0
+    pca = fit_pca(full, 12)
+    coeffs = pca(full)
+    reconstructed = coeffs @ pca.components.T + pca.mean
+    query, negatives = torch.randn(64, generator=g), torch.randn(4, 64, generator=g)
+    expected = relevancy(reconstructed, query, negatives)
+    got = pca_relevancy(coeffs, pca, query, negatives, chunk=1000)
+    torch.testing.assert_close(got, expected, rtol=1e-4, atol=1e-5)
+    text = lambda texts: torch.stack([query, *negatives])[: len(texts)]  # noqa: E731
+    torch.testing.assert_close(
+        phrase_relevancy(coeffs, text, "q", ["a", "b", "c", "d"], pca=pca),
+        expected,
+        rtol=1e-4,
+        atol=1e-5,
+    )

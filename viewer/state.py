@@ -30,7 +30,6 @@ import torch
 from jaxtyping import Bool, Float
 from torch import Tensor
 
-from omnivision.lift.aggregate import PCA
 from omnivision.lift.diffusion import KnnGraph, knn_graph
 from omnivision.lift.store import LiftedFeatures
 from omnivision.query.edits import EditHistory, delete, export, hide, isolate, recolor, show
@@ -381,13 +380,10 @@ class ViewerState:
         if not phrase.strip():
             raise ViewerError("type a phrase first")
         encode = self._text_encoder()
-        pca = self.pca
-        if pca is not None:
-            encode = _projected(encode, pca)
-
         negatives = [n.strip() for n in negatives if n.strip()]
         try:
-            scores = phrase_relevancy(features, encode, phrase.strip(), negatives)
+            # with PCA-stored features: exact relevancy in CLIP's space from the coefficients
+            scores = phrase_relevancy(features, encode, phrase.strip(), negatives, pca=self.pca)
         except RuntimeError as err:  # embedding sizes differ
             raise ViewerError(
                 f"the text encoder does not match the {self.features_name} features ({err})"
@@ -644,15 +640,6 @@ class ViewerState:
 
 
 # -- helpers ---------------------------------------------------------------------------------------
-def _projected(encode: TextEncoder, pca: PCA) -> TextEncoder:
-    """Text embeddings projected like PCA-reduced lifted features."""
-
-    def projected(phrases: Sequence[str]) -> Tensor:
-        return torch.nn.functional.normalize(pca(encode(phrases)), dim=-1)
-
-    return projected
-
-
 def _dc_rgb(scene: GaussianScene, index: Tensor, n0: int) -> np.ndarray:
     rgb = np.zeros((n0, 3), np.float32)
     rgb[index.numpy()] = (0.5 + SH_C0 * scene.sh[:, 0].float()).clamp(0, 1).numpy()

@@ -53,22 +53,11 @@ def covariances(
     quats: Float[np.ndarray, "N 4"], scales: Float[np.ndarray, "N 3"], scale: float = 1.0
 ) -> Float[np.ndarray, "N 3 3"]:
     """R diag(scale * scales)² Rᵀ per Gaussian from unit `wxyz` quaternions (float32)."""
-    q = np.asarray(quats, np.float32)
-    w, x, y, z = q[:, 0], q[:, 1], q[:, 2], q[:, 3]
-    rot = np.stack(
-        [
-            1 - 2 * (y * y + z * z),
-            2 * (x * y - w * z),
-            2 * (x * z + w * y),
-            2 * (x * y + w * z),
-            1 - 2 * (x * x + z * z),
-            2 * (y * z - w * x),
-            2 * (x * z - w * y),
-            2 * (y * z + w * x),
-            1 - 2 * (x * x + y * y),
-        ],
-        axis=-1,
-    ).reshape(-1, 3, 3)
+    import torch
+
+    from omnivision.scenes.gaussians import quats_to_rotmats
+
+    rot = quats_to_rotmats(torch.as_tensor(np.asarray(quats, np.float32))).numpy()
     m = rot * (np.asarray(scales, np.float32) * np.float32(scale))[:, None, :]
     return np.einsum("nij,nkj->nik", m, m)
 

@@ -193,11 +193,11 @@ def test_phrase_search_delete_undo_and_pick_in_chromium(viewer):
             wait_for(lambda: app.state.count > 0, 20, "the phrase search")
             assert torch.equal(app.state.selection.mask, mug)
             selected = next_frame(page, before, box)
-            if os.environ.get("OMNIVISION_SAVE_SHOTS"):
+            if shots := os.environ.get("OMNIVISION_SAVE_SHOTS"):  # a folder to keep the frames in
                 from PIL import Image
 
                 for name, image in (("before", before), ("selected", selected)):
-                    Image.fromarray(image.astype(np.uint8)).save(f"/tmp/viewer_{name}.png")
+                    Image.fromarray(image.astype(np.uint8)).save(Path(shots) / f"viewer_{name}.png")
             inside, outside = region_change(selected, before, box)
             print(f"search: canvas change {inside:.1f} in the mug's box, {outside:.2f} elsewhere")
             assert inside > 15 and inside > 10 * outside

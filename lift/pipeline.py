@@ -99,8 +99,7 @@ def make_feature_fn(
         from omnivision.twod.clip import load_clip
         from omnivision.twod.clip_dense import langsplat_features, lerf_features
 
-        pretrained = None if Path(config.clip).is_dir() else config.clip_pretrained
-        clip = load_clip(config.clip, pretrained, device)
+        clip = load_clip(config.clip, config.clip_pretrained, device)
         cache = config.cache_dir
         if name == "clip-pyramid":
             return (

@@ -100,13 +100,26 @@ class LiftedFeatures:
     pca: PCA | None = None
 
 
+def available_features(out_dir: str | Path) -> list[str]:
+    """Names of the lifted feature files in `out_dir`, sorted."""
+    return sorted(
+        p.stem.removeprefix("features_") for p in Path(out_dir).glob("features_*.safetensors")
+    )
+
+
+def default_features(out_dir: str | Path, prefer_clip: bool = True) -> str | None:
+    """The features to use when none is named: a clip-* one first (phrases work on it) unless
+    `prefer_clip` is False, else the first by name; None when there are none."""
+    names = available_features(out_dir)
+    clip = [n for n in names if n.startswith("clip-")] if prefer_clip else []
+    return (clip or names or [None])[0]
+
+
 def load_features(out_dir: str | Path, name: str) -> LiftedFeatures:
     out_dir = Path(out_dir)
     path = features_path(out_dir, name)
     if not path.is_file():
-        available = sorted(
-            p.stem.removeprefix("features_") for p in out_dir.glob("features_*.safetensors")
-        )
+        available = available_features(out_dir)
         raise SceneError(
             path,
             f"not found; lifted features here: {', '.join(available) or 'none'} (run omnivision-lift)",

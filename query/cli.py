@@ -115,18 +115,6 @@ def parse_edit(text: str) -> tuple[str, tuple[float, float, float] | None]:
     return name, tuple(int(hexcode[i : i + 2], 16) / 255 for i in (0, 2, 4))  # type: ignore[return-value]
 
 
-def choose_features(out_dir: Path, name: str | None, for_text: bool) -> str:
-    if name is not None:
-        return name
-    available = sorted(
-        p.stem.removeprefix("features_") for p in out_dir.glob("features_*.safetensors")
-    )
-    if not available:
-        raise SceneError(out_dir, "no lifted features here: run omnivision-lift SCENE_DIR first")
-    clip = [n for n in available if n.startswith("clip")]
-    return (clip or available)[0] if for_text else available[0]
-
-
 def full_features(lifted: Any) -> torch.Tensor:
     """Features in the backbone's own space (undo the lift's PCA), where text embeddings live."""
     if lifted.pca is None:
@@ -153,8 +141,7 @@ def text_scores(cmd: QueryCommand, lifted: Any, feature_name: str, device: str) 
         )
     from omnivision.twod.clip import load_clip
 
-    local = Path(clip_name).is_dir() or clip_name.startswith(("hf-hub:", "local-dir:"))
-    pretrained = None if local else (cmd.clip_pretrained or request.get("clip_pretrained"))
+    pretrained = cmd.clip_pretrained or request.get("clip_pretrained")
     clip = load_clip(clip_name, pretrained, device=device)
     return phrase_relevancy(
         lifted.features, lambda texts: clip.encode_text(list(texts)).cpu(),
@@ -225,7 +212,7 @@ def prompt_scores(
 
 
 def query_main(argv: list[str], prog: str) -> int:
-    from omnivision.lift.store import load_features
+    from omnivision.lift.store import default_features, load_features
     from omnivision.scenes.io_images import save_image
     from omnivision.scenes.load import load_scene
 
@@ -251,13 +238,14 @@ def query_main(argv: list[str], prog: str) -> int:
     scene, cameras = loaded.gaussians, loaded.cameras_or_orbit()
     out_dir = loaded.root / "omnivision"
     kind = kinds[0]
-    lifted, feature_name = None, None
-    if kind in ("text", "exemplar") or (kind == "click" and cmd.features is not None):
-        feature_name = choose_features(out_dir, cmd.features, kind == "text")
-        lifted = load_features(out_dir, feature_name)
-    elif kind == "click" and any(out_dir.glob("features_*.safetensors")):
-        feature_name = choose_features(out_dir, None, False)
-        lifted = load_features(out_dir, feature_name)
+    feature_name = None
+    if kind in ("text", "exemplar", "click"):  # a click uses features when there are any
+        feature_name = cmd.features or default_features(out_dir, prefer_clip=kind == "text")
+        if feature_name is None and kind != "click":
+            raise SceneError(
+                out_dir, "no lifted features here: run omnivision-lift SCENE_DIR first"
+            )
+    lifted = None if feature_name is None else load_features(out_dir, feature_name)
     if lifted is not None and len(lifted.features) != len(scene):
         raise SceneError(
             out_dir / f"features_{feature_name}.safetensors",

@@ -13,6 +13,7 @@ from omnivision.scenes.gaussians import GaussianScene
 from omnivision.scenes.io_images import to_uint8
 from omnivision.scenes.render import RenderConfig, render
 
+from .queries import feature_image
 from .selection import Selection
 
 WHITE = (1.0, 1.0, 1.0)
@@ -22,12 +23,9 @@ SH_C0 = 0.28209479177387814
 def render_scores(
     scene: GaussianScene, cameras: Cameras, view: int, scores: Float[Tensor, "N"]
 ) -> tuple[Float[Tensor, "H W"], Float[Tensor, "H W"]]:
-    """Scores alpha-blended into `view` like any feature channel: (score map, alpha). The map is
-    the blended score divided by alpha, so a pixel shows the score of what covers it."""
-    out = render(scene, cameras[view], scores.float()[:, None], RenderConfig(rgb=False))
-    assert out.features is not None
-    alpha = out.alpha[0]
-    return out.features[0, ..., 0] / alpha.clamp_min(1e-6), alpha
+    """Scores alpha-blended into `view` like any feature channel: (score map, alpha)."""
+    image, alpha = feature_image(scene, cameras, view, scores.float()[:, None])
+    return image[..., 0], alpha
 
 
 def heatmap_image(

@@ -22,6 +22,7 @@ from omnivision.scenes.cameras import Cameras
 from omnivision.scenes.gaussians import GaussianScene
 from omnivision.scenes.render import RenderConfig, blend_weights, render
 from omnivision.twod.clip_dense import CANONICAL_NEGATIVES, relevancy
+from omnivision.twod.referring import mask_box
 
 
 def phrase_relevancy(
@@ -92,6 +93,17 @@ def cosine_scores(features: Float[Tensor, "N D"], query: Float[Tensor, "D"]) -> 
     return F.normalize(features.float(), dim=-1) @ F.normalize(query.float(), dim=0)
 
 
+def feature_image(
+    scene: GaussianScene, cameras: Cameras, view: int, features: Float[Tensor, "N D"]
+) -> tuple[Float[Tensor, "H W D"], Float[Tensor, "H W"]]:
+    """Per-Gaussian values alpha-blended into `view` and divided by alpha, so a pixel shows the
+    value of what covers it; and the alpha."""
+    out = render(scene, cameras[view], features, RenderConfig(rgb=False))
+    assert out.features is not None
+    alpha = out.alpha[0]
+    return out.features[0] / alpha[..., None].clamp_min(1e-6), alpha
+
+
 def rendered_feature(
     scene: GaussianScene,
     cameras: Cameras,
@@ -101,9 +113,7 @@ def rendered_feature(
     box: tuple[float, float, float, float] | None = None,
 ) -> Float[Tensor, "D"]:
     """The lifted features rendered into `view`, read at pixel `xy` or averaged over `box` (xyxy)."""
-    out = render(scene, cameras[view], features, RenderConfig(rgb=False))
-    assert out.features is not None
-    image = out.features[0] / out.alpha[0, ..., None].clamp_min(1e-6)
+    image, _ = feature_image(scene, cameras, view, features)
     h, w = image.shape[:2]
     if box is not None:
         x0, y0, x1, y1 = (int(round(v)) for v in box)
@@ -169,13 +179,6 @@ def lift_masks(
     return sums.features()[:, 0], sums.weights
 
 
-def mask_box(mask: Bool[Tensor, "H W"]) -> tuple[float, float, float, float] | None:
-    ys, xs = torch.nonzero(mask, as_tuple=True)
-    if ys.numel() == 0:
-        return None
-    return float(xs.min()), float(ys.min()), float(xs.max() + 1), float(ys.max() + 1)
-
-
 def mask_prompt_scores(
     scene: GaussianScene,
     cameras: Cameras,
@@ -200,8 +203,9 @@ def mask_prompt_scores(
         for other in refine_views:
             out = render(scene, cameras[other], onehot, RenderConfig(background=(1.0, 1.0, 1.0)))
             assert out.features is not None and out.rgb is not None
-            box = mask_box(out.features[0, ..., 0] > 0.5)
-            if box is not None:
-                masks[other] = segment(other, out.rgb[0].clamp(0, 1), box).bool()
+            shown = out.features[0, ..., 0] > 0.5
+            if bool(shown.any()):
+                x0, y0, x1, y1 = mask_box(shown).tolist()
+                masks[other] = segment(other, out.rgb[0].clamp(0, 1), (x0, y0, x1, y1)).bool()
         probability, weights = lift_masks(scene, cameras, masks)
     return torch.where(weights > min_weight, probability, torch.zeros_like(probability))

@@ -11,6 +11,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
+from omnivision.lift.store import default_features
 from omnivision.query.selection import Selection
 from omnivision.scenes.demo import object_id_features
 from omnivision.scenes.gaussians import GaussianScene, normalize_quats
@@ -30,7 +31,6 @@ from omnivision.viewer.state import (
     SOURCE_INDEX,
     ViewerError,
     ViewerState,
-    find_features,
     pinhole_camera,
 )
 
@@ -424,10 +424,10 @@ def test_cli_bad_scene_and_feature_choice(tmp_path):
     with pytest.raises(SceneError) as err:
         view_main([str(tmp_path / "missing")], "omnivision view")
     assert err.value.exit_code == 2
-    assert find_features(tmp_path) is None
+    assert default_features(tmp_path) is None
     for name in ("colour", "clip-pyramid", "dinov2-small"):
         (tmp_path / f"features_{name}.safetensors").touch()
-    assert find_features(tmp_path) == "clip-pyramid"
+    assert default_features(tmp_path) == "clip-pyramid"
 
 
 def test_load_viewer_state_finds_lifted_features(demo, demo_dir, tmp_path):

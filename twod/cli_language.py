@@ -275,8 +275,7 @@ class _ClipScorer:
 
         assert cfg.clip is not None
         name = _local_or_name(cfg.clip)
-        local = Path(name).is_dir() or name.startswith("hf-hub:")
-        self.clip = load_clip(name, None if local else cfg.pretrained, device=device)
+        self.clip = load_clip(name, cfg.pretrained, device=device)
         self.cfg, self.sam = cfg, sam
         if cfg.dense == "langsplat" and sam is None:
             raise TwoDError(

@@ -73,7 +73,9 @@ def _is_local(name: str) -> bool:
 def load_clip(
     name: str = DEFAULT_CLIP, pretrained: str | None = DEFAULT_PRETRAINED, device: str | None = None
 ) -> ClipModel:
-    """An OpenCLIP model by architecture + pretrained tag, `hf-hub:` id, or local folder."""
+    """An OpenCLIP model by architecture + pretrained tag, `hf-hub:` id, or local folder. A local
+    folder or `hf-hub:` id carries its own weights: `pretrained` is ignored for them, so callers
+    can pass a recorded tag unconditionally."""
     import open_clip
 
     device = device or ("cuda" if torch.cuda.is_available() else "cpu")

@@ -42,7 +42,7 @@ from omnivision.query.queries import (
     rendered_feature,
 )
 from omnivision.query.selection import Selection
-from omnivision.scenes.cameras import Cameras
+from omnivision.scenes.cameras import Cameras, intrinsics_from_fov, look_at
 from omnivision.scenes.gaussians import SH_C0, GaussianScene, quats_to_rotmats
 from omnivision.scenes.load import Scene
 from omnivision.scenes.render import RenderConfig, render
@@ -121,20 +121,11 @@ def ray_camera(
     origin: Sequence[float] | Tensor, direction: Sequence[float] | Tensor, fov_deg: float = 0.5
 ) -> Cameras:
     """A 9x9-pixel camera at `origin` looking along `direction`: its centre pixel (4, 4) is the ray."""
-    o = torch.as_tensor(origin, dtype=torch.float64).reshape(3)
-    z = torch.nn.functional.normalize(torch.as_tensor(direction, dtype=torch.float64), dim=0)
-    helper = torch.tensor([0.0, 0.0, 1.0], dtype=torch.float64)
-    if abs(float(z @ helper)) > 0.9:
-        helper = torch.tensor([1.0, 0.0, 0.0], dtype=torch.float64)
-    x = torch.nn.functional.normalize(torch.linalg.cross(helper, z), dim=0)
-    y = torch.linalg.cross(z, x)
-    rot = torch.stack([x, y, z], dim=1)  # camera-to-world
-    w2c = torch.eye(4, dtype=torch.float64)
-    w2c[:3, :3] = rot.T
-    w2c[:3, 3] = -rot.T @ o
-    f = 4.5 / math.tan(math.radians(fov_deg) / 2)
-    K = torch.tensor([[f, 0, 4.5], [0, f, 4.5], [0, 0, 1]], dtype=torch.float64)
-    return Cameras(w2c[None].float(), K[None].float(), [9], [9], ["ray"])
+    o = torch.as_tensor(origin, dtype=torch.float64).reshape(1, 3)
+    d = torch.nn.functional.normalize(torch.as_tensor(direction, dtype=torch.float64), dim=0)
+    up = torch.tensor([0.0, 0.0, 1.0] if abs(float(d[2])) <= 0.9 else [1.0, 0.0, 0.0])
+    w2c = look_at(o, o + d, up)
+    return Cameras(w2c, intrinsics_from_fov(fov_deg, 9, 9)[None], [9], [9], ["ray"])
 
 
 def crop_camera(
@@ -369,8 +360,7 @@ class ViewerState:
 
         request = self.features_entry.get("request", {})
         model = request.get("clip", "ViT-B-16")
-        pretrained = None if Path(model).is_dir() else request.get("clip_pretrained")
-        clip = load_clip(model, pretrained)
+        clip = load_clip(model, request.get("clip_pretrained"))
         self.text_fn = clip.encode_text
         return self.text_fn
 
@@ -702,26 +692,19 @@ def _nearest_to_ray(
     return int(torch.argmin(dist))
 
 
-def find_features(out_dir: Path) -> str | None:
-    """The lifted features to load from SCENE/omnivision: a clip-* one (phrases work) first, then
-    any; None when there are none."""
-    names = sorted(p.stem.removeprefix("features_") for p in out_dir.glob("features_*.safetensors"))
-    clip = [n for n in names if n.startswith("clip-")]
-    return (clip or names or [None])[0]
-
-
 def load_viewer_state(
     scene_path: str | Path,
     features: str | None = None,
     sam: str = "facebook/sam2.1-hiera-tiny",
     sam_config: str | None = None,
 ) -> ViewerState:
-    """Load a scene folder and its lifted features (`features` by name; default `find_features`)."""
-    from omnivision.lift.store import load_features
+    """Load a scene folder and its lifted features (`features` by name; default: a clip-* one so
+    phrases work, else the first; none when the scene has none)."""
+    from omnivision.lift.store import default_features, load_features
     from omnivision.scenes.load import load_scene
 
     scene = load_scene(scene_path)
     out_dir = scene.root / "omnivision"
-    name = features if features is not None else find_features(out_dir)
+    name = features if features is not None else default_features(out_dir)
     lifted = None if name is None else load_features(out_dir, name)
     return ViewerState(scene, lifted, name, sam=sam, sam_config=sam_config)

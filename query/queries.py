@@ -21,7 +21,7 @@ from omnivision.lift.aggregate import PCA, FeatureSums, lift_view
 from omnivision.scenes.cameras import Cameras
 from omnivision.scenes.gaussians import GaussianScene
 from omnivision.scenes.render import RenderConfig, blend_weights, render
-from omnivision.twod.clip_dense import CANONICAL_NEGATIVES, relevancy
+from omnivision.twod.clip_dense import CANONICAL_NEGATIVES, relevancy_texts, text_dots
 from omnivision.twod.referring import mask_box
 
 
@@ -37,13 +37,62 @@ def phrase_relevancy(
 
     With `pca`, `features` are the lift's PCA coefficients (N, d) and the relevancy is that of
     the reconstructed features `coeffs @ components.T + mean` in CLIP's space, computed exactly
-    in d dims (`pca_relevancy`) without building the (N, E) reconstruction."""
-    if not phrase.strip():
-        raise ValueError("the phrase is empty")
-    embeddings = text([phrase, *negatives])
-    if pca is not None:
-        return pca_relevancy(features, pca, embeddings[0], embeddings[1:], tau)
-    return relevancy(features, embeddings[0], embeddings[1:], tau)
+    in d dims (`pca_relevancy`) without building the (N, E) reconstruction. For many phrases
+    over the same features, keep a `PhraseIndex`."""
+    return PhraseIndex(features, pca).phrase(text, phrase, negatives, tau)
+
+
+class PhraseIndex:
+    """Repeated phrase queries over one set of lifted features, one matrix-vector product each.
+
+    LERF relevancy is sigmoid(tau * (phi.q - max_j phi.n_j) / |phi|) for unit texts q, n_j. Per
+    Gaussian, |phi| and max_j phi.n_j depend only on the features and the negatives: the first
+    query computes them along with its own dots in one pass (as `relevancy` does) and keeps them
+    (2 floats per Gaussian, for one tau); later queries with the same negatives read the features once, in
+    their stored dtype (`torch.mv` on fp16 accumulates in fp32), and do an elementwise tail.
+    PCA-stored features go through `pca_relevancy`, which already reads only d numbers a row."""
+
+    def __init__(self, features: Float[Tensor, "N E"], pca: PCA | None = None):
+        self.features, self.pca = features, pca
+        self._negatives: Tensor | None = None
+        self._tau = 0.0
+        self._scale = self._offset = torch.empty(0)
+
+    def phrase(
+        self,
+        text: Callable[[Sequence[str]], Tensor],
+        phrase: str,
+        negatives: Sequence[str] = CANONICAL_NEGATIVES,
+        tau: float = 10.0,
+    ) -> Float[Tensor, "N"]:
+        """Relevancy of `phrase` against `negatives`, embedding both with `text`."""
+        if not phrase.strip():
+            raise ValueError("the phrase is empty")
+        embeddings = text([phrase, *negatives])
+        return self.relevancy(embeddings[0], embeddings[1:], tau)
+
+    def relevancy(
+        self, query: Float[Tensor, "E"], negatives: Float[Tensor, "K E"], tau: float = 10.0
+    ) -> Float[Tensor, "N"]:
+        """`twod.clip_dense.relevancy(features, query, negatives, tau)`, with the negatives' part kept."""
+        if self.pca is not None:
+            return pca_relevancy(self.features, self.pca, query, negatives, tau)
+        texts = relevancy_texts(query.cpu(), negatives.cpu(), self.features.shape[-1], tau)
+        if (
+            self._tau != tau
+            or self._negatives is None
+            or not torch.equal(self._negatives, texts[1:])
+        ):
+            # one pass gives this query's dots and the negatives' part, kept scaled by tau:
+            # tau / |phi| and -tau * max_j cos(phi, n_j)
+            dots, norms = text_dots(self.features, texts)
+            self._scale = norms.clamp_min_(1e-12).reciprocal_().mul_(tau)
+            self._offset = dots[:, 1:].amax(dim=1).mul_(self._scale).neg_()
+            self._negatives, self._tau = texts[1:], tau
+            return torch.addcmul(self._offset, dots[:, 0], self._scale).sigmoid_()
+        q = texts[0].to(self.features.device, self.features.dtype)
+        # two elementwise passes after the product (each parallel region costs on busy cores)
+        return torch.addcmul(self._offset, torch.mv(self.features, q), self._scale).sigmoid_()
 
 
 def pca_relevancy(
@@ -57,7 +106,7 @@ def pca_relevancy(
     """`relevancy` of x = coeffs @ C.T + m (C (E, d) orthonormal columns, m the mean) from the
     coefficients alone: x.t = coeffs.(C.T t) + m.t and |x|^2 = |coeffs|^2 + 2 coeffs.(C.T m) + |m|^2,
     so a query over N Gaussians reads N x d numbers, not N x E."""
-    texts = F.normalize(torch.cat([query.reshape(1, -1), negatives]).float(), dim=-1)
+    texts = relevancy_texts(query.cpu(), negatives.cpu(), pca.components.shape[0], tau)
     components, mean = pca.components.float(), pca.mean.float()
     # rows: C.T t for each text, then C.T m (for the norm); offsets m.t and |m|^2. MKL multiplies
     # a tall block by the transposed view of this small contiguous matrix fastest.

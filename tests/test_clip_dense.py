@@ -112,6 +112,21 @@ def test_relevancy_with_text_of_the_model(clip):
     assert scores.shape == (2, 3, 4) and torch.all((scores > 0) & (scores < 1))
 
 
+def test_embed_dim_of_a_text_projection_with_bias():
+    """OpenCLIP configs with `proj_bias` make the text projection a Linear: its width is read."""
+    import copy
+
+    import open_clip
+
+    from omnivision.twod.clip import TINY_CLIP_CONFIG, _text_embed_dim
+
+    config = copy.deepcopy(TINY_CLIP_CONFIG)
+    config["text_cfg"]["proj_bias"] = True
+    config["embed_dim"] = 24
+    model = open_clip.CLIP(**config)
+    assert isinstance(model.text_projection, torch.nn.Linear) and _text_embed_dim(model) == 24
+
+
 # --- LangSplat ---------------------------------------------------------------------------------
 
 

@@ -111,3 +111,33 @@ def test_oracle_mask_prompt_with_multiview_refinement_selects_the_object(lifted,
     truth = ids == obj
     assert iou(refined, truth) >= 0.9
     assert iou(refined, truth) >= iou(single, truth)
+
+
+@pytest.mark.parametrize(
+    ("dtype", "tol"), [(torch.float32, 1e-6), (torch.float16, 2e-3), (torch.bfloat16, 1e-2)]
+)
+def test_phrase_index_equals_relevancy_query_after_query(dtype, tol):
+    """A session of phrases: the first query keeps |phi| and the negatives' best cosine, later ones
+    are one matrix-vector product in the stored dtype; every answer is LERF's relevancy. New
+    negatives are recomputed, zero features score 0.5, and bad shapes are one error."""
+    from omnivision.query.queries import PhraseIndex
+    from omnivision.twod.clip_dense import relevancy
+    from omnivision.twod.features import TwoDError
+
+    g = torch.Generator().manual_seed(0)
+    features = (torch.randn(3001, 48, generator=g) * torch.rand(3001, 1, generator=g)).to(dtype)
+    features[7] = 0
+    index = PhraseIndex(features)
+    negatives = torch.randn(4, 48, generator=g)
+    for step in range(4):
+        if step == 2:
+            negatives = torch.randn(3, 48, generator=g)  # other negatives: recomputed
+        query = torch.randn(48, generator=g)
+        got = index.relevancy(query, negatives)
+        expected = relevancy(features.float(), query, negatives)
+        torch.testing.assert_close(got, expected, rtol=0, atol=tol)
+        assert float(got[7]) == 0.5
+    with pytest.raises(TwoDError, match="one E"):
+        index.relevancy(torch.randn(47), negatives)
+    with pytest.raises(ValueError, match="empty"):
+        index.phrase(lambda texts: torch.randn(len(texts), 48), "  ")

@@ -111,53 +111,56 @@ def relevancy(
     Uses min_j softmax(...)[0] = sigmoid(tau * (cos(phi, q) - max_j cos(phi, n_j))), and never
     normalises a copy of `embeddings` (norms are taken apart), so 1M x 512 features fit.
     """
+    E = embeddings.shape[-1]
+    texts = relevancy_texts(query, negatives, E, tau)
+    dots, norms = text_dots(embeddings.reshape(-1, E), texts)
+    margin = dots[:, 0] - dots[:, 1:].amax(dim=1)  # sigmoid(tau * (cos_q - max_j cos_j))
+    scores = torch.sigmoid(margin.mul_(tau).div_(norms.clamp_min_(1e-12)))
+    return scores.reshape(embeddings.shape[:-1])
+
+
+def relevancy_texts(
+    query: Float[Tensor, "E"], negatives: Float[Tensor, "K E"], dim: int, tau: float
+) -> Float[Tensor, "1+K E"]:
+    """The unit (1 + K, E) fp32 texts of a `relevancy` call: [query, *negatives], checked."""
     negatives = negatives.reshape(1, -1) if negatives.ndim == 1 else negatives
     query = query[0] if query.ndim == 2 and query.shape[0] == 1 else query
-    E = embeddings.shape[-1]
-    if query.shape != (E,) or negatives.ndim != 2 or negatives.shape[1] != E:
+    if query.shape != (dim,) or negatives.ndim != 2 or negatives.shape[1] != dim:
         raise TwoDError(
             f"relevancy needs embeddings (..., E), query (E,) and negatives (K, E) of one E, got "
-            f"{tuple(embeddings.shape)}, {tuple(query.shape)}, {tuple(negatives.shape)}"
+            f"E = {dim}, {tuple(query.shape)}, {tuple(negatives.shape)}"
         )
     if negatives.shape[0] == 0:
         raise TwoDError("relevancy needs at least one negative, e.g. CANONICAL_NEGATIVES")
     if tau <= 0:
         raise TwoDError(f"tau must be positive, got {tau:g}")
-    texts = F.normalize(torch.cat([query[None], negatives]).float(), dim=-1)
-    flat = embeddings.reshape(-1, E)
-    if flat.device.type == "cpu":
-        return _relevancy_cpu(flat, texts, tau).reshape(embeddings.shape[:-1])
-    texts = texts.to(embeddings.device, embeddings.dtype)
-    norms = torch.linalg.vector_norm(flat, dim=-1).float().clamp_min(1e-12)
-    cosines = (flat @ texts.T).float() / norms[:, None]
-    scores = torch.sigmoid(tau * (cosines[:, 0] - cosines[:, 1:].amax(dim=1)))
-    return scores.reshape(embeddings.shape[:-1])
+    return F.normalize(torch.cat([query[None], negatives]).float(), dim=-1)
 
 
-def _relevancy_cpu(
-    flat: Float[Tensor, "N E"], texts: Float[Tensor, "T E"], tau: float, chunk: int = 4096
-) -> Float[Tensor, "N"]:
-    """`relevancy` on CPU in cache-sized row blocks: each block is read from memory once (fp16 /
-    bf16 copied into a reused fp32 buffer, never a full `.float()` copy), its norms and its
-    (block, T) cosines computed while it is in cache. Memory beyond the output: one block."""
+def text_dots(
+    flat: Float[Tensor, "N E"], texts: Float[Tensor, "T E"], chunk: int = 4096
+) -> tuple[Float[Tensor, "N T"], Float[Tensor, "N"]]:
+    """(flat @ texts.T, |flat| per row) in fp32, reading `flat` (any float dtype) once.
+
+    On CPU in cache-sized row blocks: each block is copied into a reused fp32 buffer (never a full
+    `.float()` copy of fp16 / bf16 features) and its dots and norm taken while it is in cache.
+    Memory beyond the (N, T) output: one block."""
     n, E = flat.shape
-    out = torch.empty(n)
+    texts = texts.float()
+    if flat.device.type != "cpu":
+        dots = (flat @ texts.to(flat.device, flat.dtype).T).float()
+        return dots, torch.linalg.vector_norm(flat, dim=-1).float()
+    dots, norms = torch.empty(n, len(texts)), torch.empty(n)
     texts_t = texts.contiguous().T  # MKL is faster with the (E, T) view than a contiguous copy
     block = torch.empty(chunk, E) if flat.dtype != torch.float32 else None
-    cos, norm, best = torch.empty(chunk, len(texts)), torch.empty(chunk), torch.empty(chunk)
     for start in range(0, n, chunk):
         rows = flat[start : start + chunk]
         k = rows.shape[0]
         if block is not None:
             rows = block[:k].copy_(rows)
-        torch.mm(rows, texts_t, out=cos[:k])
-        torch.linalg.vector_norm(rows, dim=1, out=norm[:k])
-        torch.amax(cos[:k, 1:], dim=1, out=best[:k])
-        # sigmoid(tau * (cos_q - max_j cos_j) / |phi|), written straight into the output
-        torch.sub(cos[:k, 0], best[:k], out=best[:k])
-        best[:k].mul_(tau).div_(norm[:k].clamp_min_(1e-12))
-        torch.sigmoid(best[:k], out=out[start : start + k])
-    return out
+        torch.mm(rows, texts_t, out=dots[start : start + k])
+        torch.linalg.vector_norm(rows, dim=1, out=norms[start : start + k])
+    return dots, norms
 
 
 # ---------------------------------------------------------------------------------------------

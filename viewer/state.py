@@ -34,9 +34,9 @@ from omnivision.lift.diffusion import KnnGraph, knn_graph
 from omnivision.lift.store import LiftedFeatures
 from omnivision.query.edits import EditHistory, delete, export, hide, isolate, recolor, show
 from omnivision.query.queries import (
+    PhraseIndex,
     cosine_scores,
     mask_prompt_scores,
-    phrase_relevancy,
     pick_gaussian,
     relevancy_threshold,
     rendered_feature,
@@ -372,8 +372,10 @@ class ViewerState:
         encode = self._text_encoder()
         negatives = [n.strip() for n in negatives if n.strip()]
         try:
-            # with PCA-stored features: exact relevancy in CLIP's space from the coefficients
-            scores = phrase_relevancy(features, encode, phrase.strip(), negatives, pca=self.pca)
+            # one matrix-vector product per phrase after the first (PCA-stored features: exact
+            # relevancy in CLIP's space from the coefficients)
+            index = self._cached("phrase", (features,), lambda: PhraseIndex(features, self.pca))
+            scores = index.phrase(encode, phrase.strip(), negatives)  # type: ignore[union-attr]
         except RuntimeError as err:  # embedding sizes differ
             raise ViewerError(
                 f"the text encoder does not match the {self.features_name} features ({err})"

@@ -124,15 +124,23 @@ def adjacency(graph: KnnGraph, weights: Float[Tensor, "N K"], normalise: bool = 
 
 
 def diffuse(
-    values: Float[Tensor, "N C"], matrix: Tensor, iterations: int = 20, restart: float = 0.0
+    values: Float[Tensor, "N C"],
+    matrix: Tensor,
+    iterations: int = 20,
+    restart: float = 0.0,
+    anchored: Bool[Tensor, "N"] | None = None,
 ) -> Float[Tensor, "N C"]:
-    """Power iteration g <- (1 - restart) Â g + restart g_0."""
+    """Power iteration g <- (1 - restart) Â g + restart g_0; with `anchored`, only those rows
+    restart (the rest, e.g. Gaussians no view saw, are free and settle to the weighted mean of
+    their neighbours)."""
     g0 = values.float()
     g = g0
     for _ in range(iterations):
         g = matrix @ g
-        if restart > 0:
+        if restart > 0 and anchored is None:
             g = (1 - restart) * g + restart * g0
+        elif restart > 0:
+            g[anchored] = (1 - restart) * g[anchored] + restart * g0[anchored]
     return g
 
 

@@ -64,6 +64,10 @@ class QueryCommand:
     """SAM 2 config for a local checkpoint."""
     refine_views: int = 4
     """With --sam: re-prompt SAM 2 in this many nearest other cameras and lift all masks together."""
+    diffuse: int = 0
+    """With --sam / --mask: diffuse the lifted mask this many steps on the 16-NN graph (edges
+    weighted by the lifted features when there are any); Gaussians no view saw take their
+    neighbours' scores, so one view selects the hidden side too. 50 is a good start; 0: off."""
     threshold: float | None = None
     """Score cut (default: Otsu's, and for CLIP relevancy at least 0.5 (nearer the phrase than
     every negative); 0.5 for lifted masks)."""
@@ -156,14 +160,21 @@ def nearest_views(cameras: Any, view: int, count: int) -> list[int]:
 
 
 def prompt_scores(
-    cmd: QueryCommand, scene: Any, cameras: Any, device: str
+    cmd: QueryCommand, scene: Any, cameras: Any, device: str, features: Any = None
 ) -> tuple[int, torch.Tensor]:
-    """SAM 2 points (--sam) or a given mask (--mask) on a rendered view -> lifted mask scores."""
+    """SAM 2 points (--sam) or a given mask (--mask) on a rendered view -> lifted mask scores
+    (filled and diffused on the kNN graph with --diffuse)."""
     import numpy as np
 
+    from omnivision.lift.diffusion import knn_graph
     from omnivision.scenes.render import RenderConfig, render
 
     from .queries import mask_prompt_scores
+
+    diffusion: dict[str, Any] = {}
+    if cmd.diffuse > 0:
+        graph = knn_graph(scene.means, 16)
+        diffusion = {"graph": graph, "features": features, "iterations": cmd.diffuse}
 
     if cmd.mask is not None:
         view_text, _, path = cmd.mask.partition(":")
@@ -184,7 +195,7 @@ def prompt_scores(
                 f"mask is {image.shape[1]}x{image.shape[0]}, view {view} is {hw[1]}x{hw[0]}",
             )
         mask = image.reshape(*hw, -1).amax(-1) > 0
-        return view, mask_prompt_scores(scene, cameras, view, mask)
+        return view, mask_prompt_scores(scene, cameras, view, mask, **diffusion)
     assert cmd.sam is not None
     points = [parse_point(p, "--sam", len(cameras)) for p in cmd.sam]
     negatives = [parse_point(p, "--sam-negative", len(cameras)) for p in cmd.sam_negative]
@@ -208,7 +219,7 @@ def prompt_scores(
         return sam.predict_boxes(image, [box])[0]
 
     refine = nearest_views(cameras, view, cmd.refine_views)
-    return view, mask_prompt_scores(scene, cameras, view, mask, segment, refine)
+    return view, mask_prompt_scores(scene, cameras, view, mask, segment, refine, **diffusion)
 
 
 def query_main(argv: list[str], prog: str) -> int:
@@ -239,9 +250,14 @@ def query_main(argv: list[str], prog: str) -> int:
     out_dir = loaded.root / "omnivision"
     kind = kinds[0]
     feature_name = None
-    if kind in ("text", "exemplar", "click"):  # a click uses features when there are any
+    if cmd.diffuse < 0:
+        raise QueryError(f"--diffuse {cmd.diffuse}: want a number of steps >= 0")
+    if cmd.diffuse > 0 and kind not in ("sam", "mask"):
+        raise QueryError("--diffuse spreads a lifted 2D mask: use it with --sam or --mask")
+    # a click, and a diffused mask, use features when there are any
+    if kind in ("text", "exemplar", "click") or cmd.diffuse > 0:
         feature_name = cmd.features or default_features(out_dir, prefer_clip=kind == "text")
-        if feature_name is None and kind != "click":
+        if feature_name is None and kind in ("text", "exemplar"):
             raise SceneError(
                 out_dir, "no lifted features here: run omnivision-lift SCENE_DIR first"
             )
@@ -271,7 +287,8 @@ def query_main(argv: list[str], prog: str) -> int:
             raise QueryError(f"--click {cmd.click}: no Gaussian covers that pixel")
         print(f"picked Gaussian {picked}")
     else:
-        view, scores = prompt_scores(cmd, scene, cameras, device)
+        features = None if lifted is None else lifted.features
+        view, scores = prompt_scores(cmd, scene, cameras, device, features)
         threshold = 0.5 if threshold is None else threshold
     selection = Selection.from_scores(scores, threshold)
     count = selection.count

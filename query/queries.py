@@ -18,6 +18,7 @@ from jaxtyping import Bool, Float
 from torch import Tensor
 
 from omnivision.lift.aggregate import PCA, FeatureSums, lift_view
+from omnivision.lift.diffusion import KnnGraph, adjacency, diffuse, edge_weights
 from omnivision.scenes.cameras import Cameras
 from omnivision.scenes.gaussians import GaussianScene
 from omnivision.scenes.render import RenderConfig, blend_weights, render
@@ -236,13 +237,19 @@ def mask_prompt_scores(
     segment: Segmenter | None = None,
     refine_views: Sequence[int] = (),
     min_weight: float = 0.05,
+    graph: KnnGraph | None = None,
+    features: Float[Tensor, "N D"] | None = None,
+    iterations: int = 50,
 ) -> Float[Tensor, "N"]:
     """Scores from a 2D mask on `view` (e.g. SAM 2's answer to a prompt on the rendered view).
 
     With `segment` and `refine_views`, the selection is rendered into each other view, its box
     re-prompts the segmenter there, and all masks are lifted together: the other views see the
     sides of the object the first view could not. Gaussians whose total weight is below
-    `min_weight` (hidden behind the object in every view) score 0.
+    `min_weight` (hidden in every view) score 0, unless a kNN `graph` is given: then the scores
+    are diffused on it for `iterations` steps (`diffuse_scores`, edges weighted by `features` if
+    given), the seen Gaussians anchored to their lifted scores and the unseen ones, starting
+    undecided at 0.5, taking their neighbours'.
     """
     masks = {view: mask.bool()}
     probability, weights = lift_masks(scene, cameras, masks)
@@ -257,4 +264,25 @@ def mask_prompt_scores(
                 x0, y0, x1, y1 = mask_box(shown).tolist()
                 masks[other] = segment(other, out.rgb[0].clamp(0, 1), (x0, y0, x1, y1)).bool()
         probability, weights = lift_masks(scene, cameras, masks)
-    return torch.where(weights > min_weight, probability, torch.zeros_like(probability))
+    seen = weights > min_weight
+    if graph is None:
+        return torch.where(seen, probability, torch.zeros_like(probability))
+    # unseen Gaussians start undecided (0.5) and are free; seen ones stay anchored to the lift
+    start = torch.where(seen, probability, torch.full_like(probability, 0.5))
+    return diffuse_scores(start, graph, features, iterations, anchored=seen)
+
+
+def diffuse_scores(
+    scores: Float[Tensor, "N"],
+    graph: KnnGraph,
+    features: Float[Tensor, "N D"] | None = None,
+    iterations: int = 50,
+    restart: float = 0.5,
+    anchored: Bool[Tensor, "N"] | None = None,
+) -> Float[Tensor, "N"]:
+    """LUDVIG's graph diffusion applied to a query's scores (e.g. a lifted SAM 2 mask): power
+    iteration on the symmetrised, row-normalised kNN graph of the centres, edges weighted by the
+    similarity of `features` when given, with restart so the lifted values stay anchored (only
+    the `anchored` ones when given: the others take their neighbours' scores)."""
+    matrix = adjacency(graph, edge_weights(graph, features))
+    return diffuse(scores.float()[:, None], matrix, iterations, restart, anchored)[:, 0]

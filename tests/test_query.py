@@ -113,6 +113,25 @@ def test_oracle_mask_prompt_with_multiview_refinement_selects_the_object(lifted,
     assert iou(refined, truth) >= iou(single, truth)
 
 
+@pytest.mark.parametrize("obj", OBJECTS)
+def test_one_view_mask_with_diffusion_selects_the_hidden_side_too(lifted, obj):
+    """One oracle mask on view 0, no refinement: lifting alone selects the visible side only;
+    diffused on the kNN graph (colour-feature edges, seen Gaussians anchored) the unseen side
+    takes its neighbours' scores and the whole object is selected."""
+    from omnivision.lift.diffusion import knn_graph
+
+    scene, features = lifted
+    truth = scene.gaussians.extras["object_id"] == obj
+    mask = id_map(scene, 0) == obj
+    alone = mask_prompt_scores(scene.gaussians, scene.cameras, 0, mask) > 0.5
+    graph = knn_graph(scene.gaussians.means, 16)
+    diffused = mask_prompt_scores(
+        scene.gaussians, scene.cameras, 0, mask, graph=graph, features=features
+    )
+    assert iou(alone, truth) < 0.6
+    assert iou(diffused > 0.5, truth) >= 0.85, iou(diffused > 0.5, truth)
+
+
 @pytest.mark.parametrize(
     ("dtype", "tol"), [(torch.float32, 1e-6), (torch.float16, 2e-3), (torch.bfloat16, 1e-2)]
 )

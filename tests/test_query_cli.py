@@ -134,7 +134,8 @@ def test_recolor_changes_only_the_selection(scene_dir, tmp_path, capsys):
 
 
 def test_oracle_mask_prompt_selects_the_object(scene_dir, tmp_path, capsys):
-    """A 2D mask (the rendered object id) on view 0, lifted: IoU >= 0.9 with the object."""
+    """A 2D mask (the rendered object id) on view 0, lifted: its visible part alone, and with
+    --diffuse the whole object (IoU >= 0.9)."""
     scene = load_scene(scene_dir)
     ids = scene.gaussians.extras["object_id"].long()
     out = render(
@@ -152,7 +153,20 @@ def test_oracle_mask_prompt_selects_the_object(scene_dir, tmp_path, capsys):
         assert code == 0, err
         # Gaussians hidden from view 0 (the far side) cannot be lifted from one view; the
         # front-facing part is what the mask can select.
-        assert selected_count(stdout) > 0.3 * int((ids == obj).sum())
+        alone = selected_count(stdout)
+        assert alone > 0.3 * int((ids == obj).sum())
+        # --diffuse: the hidden side takes its seen neighbours' scores, then graph diffusion
+        # (edges weighted by the lifted features): the whole object.
+        target = tmp_path / f"object{obj}.ply"
+        code, stdout, err = run(
+            capsys, str(scene_dir), "--mask", f"0:{path}", "--refine-views", "0",
+            "--diffuse", "50", "--then", "extract", "--out", str(target),
+        )  # fmt: skip
+        assert code == 0, err
+        assert "(ids features)" in stdout and selected_count(stdout) > alone
+        extracted = read_ply(target).extras["object_id"].long()
+        hits, truth = int((extracted == obj).sum()), int((ids == obj).sum())
+        assert hits / (len(extracted) + truth - hits) >= 0.9, (obj, hits, len(extracted), truth)
 
 
 def test_sam_prompt_runs_with_a_tiny_sam2(scene_dir, tmp_path, capsys):
@@ -187,6 +201,8 @@ def test_sam_prompt_runs_with_a_tiny_sam2(scene_dir, tmp_path, capsys):
         (["--exemplar", "0:10,10", "--features", "nope"], "features_nope.safetensors: not found"),
         (["--text", "mug"], "not CLIP features"),
         (["--mask", "0:missing.png"], "missing.png: mask image not found"),
+        (["--mask", "0:m.png", "--diffuse", "-1"], "want a number of steps >= 0"),
+        (["--click", "0:10,10", "--diffuse", "5"], "use it with --sam or --mask"),
     ],
 )
 def test_bad_input_is_one_line_and_exit_2(scene_dir, capsys, argv, message):

@@ -171,10 +171,15 @@ def prompt_scores(
 
     from .queries import mask_prompt_scores
 
-    diffusion: dict[str, Any] = {}
-    if cmd.diffuse > 0:
-        graph = knn_graph(scene.means, 16)
-        diffusion = {"graph": graph, "features": features, "iterations": cmd.diffuse}
+    def diffusion() -> dict[str, Any]:
+        """mask_prompt_scores' diffusion arguments, the graph built only once the input is valid."""
+        if cmd.diffuse == 0:
+            return {}
+        return {
+            "graph": knn_graph(scene.means, 16),
+            "features": features,
+            "iterations": cmd.diffuse,
+        }
 
     if cmd.mask is not None:
         view_text, _, path = cmd.mask.partition(":")
@@ -195,7 +200,7 @@ def prompt_scores(
                 f"mask is {image.shape[1]}x{image.shape[0]}, view {view} is {hw[1]}x{hw[0]}",
             )
         mask = image.reshape(*hw, -1).amax(-1) > 0
-        return view, mask_prompt_scores(scene, cameras, view, mask, **diffusion)
+        return view, mask_prompt_scores(scene, cameras, view, mask, **diffusion())
     assert cmd.sam is not None
     points = [parse_point(p, "--sam", len(cameras)) for p in cmd.sam]
     negatives = [parse_point(p, "--sam-negative", len(cameras)) for p in cmd.sam_negative]
@@ -219,7 +224,7 @@ def prompt_scores(
         return sam.predict_boxes(image, [box])[0]
 
     refine = nearest_views(cameras, view, cmd.refine_views)
-    return view, mask_prompt_scores(scene, cameras, view, mask, segment, refine, **diffusion)
+    return view, mask_prompt_scores(scene, cameras, view, mask, segment, refine, **diffusion())
 
 
 def query_main(argv: list[str], prog: str) -> int:

@@ -74,6 +74,13 @@ def iou(a: torch.Tensor, b: torch.Tensor) -> float:
     return float((a & b).sum() / (a | b).sum().clamp_min(1))
 
 
+def extracted_iou(path, ids: torch.Tensor, obj: int) -> float:
+    """IoU over Gaussians of an `--then extract` output (read back from `path`) with object `obj`."""
+    extracted = read_ply(path).extras["object_id"].long()
+    hits, truth = int((extracted == obj).sum()), int((ids == obj).sum())
+    return hits / (len(extracted) + truth - hits)
+
+
 def run(capsys, *argv: str) -> tuple[int, str, str]:
     code = main(["query", *argv])
     out = capsys.readouterr()
@@ -164,9 +171,7 @@ def test_oracle_mask_prompt_selects_the_object(scene_dir, tmp_path, capsys):
         )  # fmt: skip
         assert code == 0, err
         assert "(ids features)" in stdout and selected_count(stdout) > alone
-        extracted = read_ply(target).extras["object_id"].long()
-        hits, truth = int((extracted == obj).sum()), int((ids == obj).sum())
-        assert hits / (len(extracted) + truth - hits) >= 0.9, (obj, hits, len(extracted), truth)
+        assert extracted_iou(target, ids, obj) >= 0.9, (obj, extracted_iou(target, ids, obj))
 
 
 def test_sam_prompt_runs_with_a_tiny_sam2(scene_dir, tmp_path, capsys):
@@ -334,9 +339,7 @@ def test_query_text_command_uses_the_lifts_clip(clip_scene, capsys, tmp_path, sc
     )  # fmt: skip
     assert code == 0, err
     assert "clip-pyramid features" in stdout
-    extracted = read_ply(out).extras["object_id"].long()
-    hits, truth = int((extracted == 1).sum()), int((ids == 1).sum())
-    assert hits / (len(extracted) + truth - hits) >= 0.9
+    assert extracted_iou(out, ids, 1) >= 0.9
 
 
 def test_query_text_through_a_text_bridge_on_dino_like_features(clip_scene, capsys, tmp_path):

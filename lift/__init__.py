@@ -1,1 +1,3 @@
-"""Per-view features and masks -> per-Gaussian features (LUDVIG aggregation, graph diffusion). Not built yet."""
+"""lift: 2D features and masks onto the Gaussians (LUDVIG aggregation, graph diffusion, optional
+distillation refinement), lifted-feature files with their manifest, and `omnivision-lift`.
+Uses scenes and twod."""

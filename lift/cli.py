@@ -9,9 +9,11 @@ from typing import Annotated, Literal
 import tyro
 
 from omnivision.scenes.errors import SceneError
+from omnivision.twod.dino import Precision
 
 from .pipeline import LiftConfig, LiftResult, finish, lift_scene, select_views
 from .store import (
+    feature_name,
     features_path,
     file_hash,
     merge_partials,
@@ -46,11 +48,14 @@ class LiftCommand:
     diffuse: bool = False
     """Fill Gaussians no view saw and smooth features over a kNN graph."""
     refine: int = 0
-    """After aggregation, this many steps of feature distillation (Σ‖render(f) − F‖², geometry frozen)."""
+    """After aggregation, this many steps of feature distillation (Σ‖render(f) − F‖², geometry
+    frozen); needs all views at once, so not with --shard."""
     max_side: int | None = None
     """Render views at most this large (long side, pixels); default: the cameras' size."""
     short_side: int = 448
     """Short side the 2D backbone sees."""
+    precision: Precision = "fp32"
+    """dtype of a DINO backbone's weights and activations (bf16/fp16 halve its memory)."""
     shard: str | None = None
     """k/n: lift every n-th view from k and write partial sums (merge them with `omnivision-lift merge`)."""
     fp16: bool = True
@@ -114,15 +119,24 @@ def lift_main(argv: list[str], prog: str) -> int:
     from omnivision.scenes.load import load_scene
 
     cmd: LiftCommand = tyro.cli(LiftCommand, args=argv, prog=prog, description=DESCRIPTION)
+    shard = _parse_shard(cmd.shard)
+    if shard is not None and cmd.refine:
+        # a shard writes sums over its views; refinement needs every view's map at once
+        raise SceneError(
+            cmd.scene,
+            f"--refine {cmd.refine} cannot go with --shard {cmd.shard}: refinement needs every "
+            "view; lift without --shard to refine",
+        )
     scene = load_scene(cmd.scene, orbit_views=24)
     out = cmd.out or scene.root / "omnivision"
     config = LiftConfig(
         features=cmd.features,
         source=cmd.source,
         views=cmd.views,
-        shard=_parse_shard(cmd.shard),
+        shard=shard,
         pca=cmd.pca,
         short_side=cmd.short_side,
+        precision=cmd.precision,
         max_side=cmd.max_side,
         diffuse=cmd.diffuse,
         refine=cmd.refine,
@@ -150,6 +164,7 @@ def lift_main(argv: list[str], prog: str) -> int:
         "diffuse": cmd.diffuse,
         "refine": cmd.refine,
         "fp16": cmd.fp16,
+        **({"precision": cmd.precision} if cmd.precision != "fp32" else {}),
         **(
             {"clip": cmd.clip, "clip_pretrained": cmd.clip_pretrained}
             if cmd.features.startswith("clip-")
@@ -157,11 +172,7 @@ def lift_main(argv: list[str], prog: str) -> int:
         ),
         **({"sam": cmd.sam} if cmd.features == "clip-masks" else {}),
     }
-    name = (
-        cmd.features.replace("/", "_").replace(":", "_")
-        if not cmd.features.startswith("masks:")
-        else "masks"
-    )
+    name = feature_name(cmd.features)
     existing = read_manifest(out).get("features", {}).get(name, {})
     if (
         config.shard is None
@@ -217,14 +228,12 @@ def merge_main(argv: list[str], prog: str) -> int:
     )
     scene = load_scene(cmd.scene, orbit_views=24)
     out = cmd.out or scene.root / "omnivision"
-    name = (
-        cmd.features.replace("/", "_").replace(":", "_")
-        if not cmd.features.startswith("masks:")
-        else "masks"
-    )
+    name = feature_name(cmd.features)
     start = time.perf_counter()
     sums, views, pca, request = merge_partials(out, name)
-    request = {**request, "views": views, "diffuse": cmd.diffuse, "fp16": cmd.fp16}
+    # what the merged file holds: aggregated sums of all shards' views, never refined (partial
+    # files of older versions may record a --refine that their shard did not apply)
+    request = {**request, "views": views, "diffuse": cmd.diffuse, "fp16": cmd.fp16, "refine": 0}
     config = LiftConfig(diffuse=cmd.diffuse)
     result = finish(
         sums, views, name, pca, scene.gaussians.means, config, time.perf_counter() - start

@@ -21,16 +21,19 @@ from omnivision.scenes.gaussians import GaussianScene
 from omnivision.scenes.io_images import read_image
 from omnivision.scenes.load import Scene
 from omnivision.scenes.render import RenderConfig, render
+from omnivision.twod.dino import Precision
 
 from .aggregate import PCA, FeatureSums, fit_pca, lift_view, sample_pixels
 from .diffusion import adjacency, diffuse, edge_weights, fill_unseen, knn_graph
+from .store import feature_name
 
 
 @dataclass(frozen=True)
 class LiftConfig:
     features: str = "colour"
     """colour (weight-free), rgb, dinov3-vitb16 / dinov2-small / a hub id or folder, clip-pyramid
-    (LERF-style crops), clip-masks (LangSplat-style SAM 2 masks), masks:DIR (label PNGs)."""
+    (LERF-style crops), clip-masks (LangSplat-style SAM 2 masks), clip-masks:DIR (LangSplat-style,
+    masks from label PNGs: pixel = region id, 0 = none), masks:DIR (label PNGs)."""
     source: Literal["auto", "images", "render"] = "auto"
     """auto: the scene's photos when it has them, else renders of the views."""
     views: tuple[int, ...] | None = None
@@ -41,6 +44,8 @@ class LiftConfig:
     """Project features to this many dims (fitted on pixels sampled from the first views)."""
     short_side: int = 448
     """Short side the 2D backbone sees."""
+    precision: Precision = "fp32"
+    """dtype of a DINO backbone's weights and activations (fp32, bf16, fp16)."""
     max_side: int | None = None
     """Render at most this many pixels on the long side (cameras scaled down); default: camera size."""
     diffuse: bool = False
@@ -56,7 +61,8 @@ class LiftConfig:
     cache_dir: Path | None = None
     """Where dense CLIP features are cached per image (default: no cache)."""
     refine: int = 0
-    """Gradient steps of feature distillation after aggregation (0: aggregation only)."""
+    """Gradient steps of feature distillation after aggregation (0: aggregation only). Needs
+    every view's map, so it cannot go with `shard` (a shard writes sums, not features)."""
     device: str | None = None
 
 
@@ -95,16 +101,36 @@ def make_feature_fn(
 ) -> tuple[FeatureFn, str]:
     """The per-view feature map maker for a feature name, and the name stored on disk."""
     config = config or LiftConfig()
-    if name in ("clip-pyramid", "clip-masks"):
+    if name in ("clip-pyramid", "clip-masks") or name.startswith("clip-masks:"):
         from omnivision.twod.clip import load_clip
         from omnivision.twod.clip_dense import langsplat_features, lerf_features
 
-        clip = load_clip(config.clip, config.clip_pretrained, device)
+        clip = load_clip(
+            config.clip,
+            config.clip_pretrained,
+            device,
+            fallback="or lift other features (--features dinov2-base, or colour)",
+        )
         cache = config.cache_dir
         if name == "clip-pyramid":
             return (
                 lambda image, _: mean_of_levels(lerf_features(clip, image, cache_dir=cache).maps)
             ), name
+        if name.startswith("clip-masks:"):
+            # masks given as label PNGs (pixel = region id, 0 = no region) instead of SAM 2's
+            label_maps = _label_maps(Path(name.removeprefix("clip-masks:")), cameras)
+
+            def given_masks(image: Tensor, view: int) -> Tensor:
+                labels = label_maps[view]
+                regions = [labels == v for v in labels.unique().tolist() if v != 0]
+                if not regions:
+                    return torch.zeros(*labels.shape, clip.embed_dim)
+                masks = [torch.stack(regions)]
+                return mean_of_levels(
+                    langsplat_features(clip, image, masks=masks, cache_dir=cache).maps
+                )
+
+            return given_masks, "clip-masks"
         from omnivision.twod.sam import load_sam2
 
         sam = load_sam2(config.sam, config=config.sam_config, device=device)
@@ -122,12 +148,14 @@ def make_feature_fn(
         return (lambda _, view: F.one_hot(label_maps[view].long(), num).float()), "masks"
     from omnivision.twod.extractors import load_extractor
 
-    extractor = load_extractor(name, short_side=short_side, device=device)
+    extractor = load_extractor(
+        name, short_side=short_side, device=device, precision=config.precision, flag="--features"
+    )
 
     def fn(image: Tensor, _: int) -> Tensor:
         return extractor.extract([image]).normalized()[0]
 
-    return fn, name.replace("/", "_")
+    return fn, feature_name(name)
 
 
 def _label_maps(folder: Path, cameras: Cameras) -> dict[int, Tensor]:
@@ -185,6 +213,11 @@ def lift_scene(
     from tqdm import tqdm
 
     config = config or LiftConfig()
+    if config.shard is not None and config.refine:
+        raise ValueError(
+            "refinement needs every view's feature map: it cannot run on a shard (lift without "
+            "shard to refine)"
+        )
     start = time.perf_counter()
     device = config.device or ("cuda" if torch.cuda.is_available() else "cpu")
     cameras = scene.cameras_or_orbit()

@@ -2,7 +2,8 @@
 
 Writes go to a temporary file that is renamed into place, so a crashed run leaves no partial
 file. The manifest records what produced each feature file (backbone, dims, views, the scene
-file's hash, settings, time taken); a run whose request matches the manifest does nothing.
+file's hash, settings, time taken); a run whose request matches the manifest does nothing, and
+`load_features(..., scene_file=)` refuses features lifted from another scene file.
 Shards write `partial_<name>_<k>-of-<n>.safetensors` (raw sums); `merge_partials` adds them.
 """
 
@@ -10,8 +11,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -24,6 +23,16 @@ from omnivision.scenes.errors import SceneError, atomic_path
 from .aggregate import PCA, FeatureSums
 
 MANIFEST = "manifest.json"
+
+
+def feature_name(features: str) -> str:
+    """The name a `--features` choice is stored under (features_<name>.safetensors, manifest
+    key): label-map sources drop their folder (`masks:DIR` -> masks, `clip-masks:DIR` ->
+    clip-masks); hub ids and paths become one file name (`/` and `:` -> `_`)."""
+    kind, sep, _ = features.partition(":")
+    if sep and kind in ("masks", "clip-masks"):
+        return kind
+    return features.replace("/", "_").replace(":", "_")
 
 
 def file_hash(path: Path, chunk: int = 1 << 22) -> str:
@@ -52,16 +61,9 @@ def write_manifest_entry(out_dir: Path, name: str, entry: dict[str, Any]) -> Non
 
 
 def _save(tensors: dict[str, torch.Tensor], path: Path, metadata: dict[str, str]) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.stem}.", suffix=".tmp")
-    os.close(fd)
-    try:
-        save_file({k: v.contiguous().cpu() for k, v in tensors.items()}, tmp, metadata=metadata)
-        os.chmod(tmp, 0o644)
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
+    with atomic_path(path) as tmp:
+        contiguous = {k: v.contiguous().cpu() for k, v in tensors.items()}
+        save_file(contiguous, str(tmp), metadata=metadata)
 
 
 def features_path(out_dir: Path, name: str) -> Path:
@@ -115,7 +117,13 @@ def default_features(out_dir: str | Path, prefer_clip: bool = True) -> str | Non
     return (clip or names or [None])[0]
 
 
-def load_features(out_dir: str | Path, name: str) -> LiftedFeatures:
+def load_features(
+    out_dir: str | Path, name: str, scene_file: str | Path | None = None
+) -> LiftedFeatures:
+    """The lifted features `name` in `out_dir` with their manifest entry. With `scene_file` (the
+    scene's Gaussians file, `Scene.gaussians_file`), features the manifest says were lifted from
+    a file with another content hash are refused: another scene can have as many Gaussians, and
+    its rows would silently mean other Gaussians (an entry without a hash is not checked)."""
     out_dir = Path(out_dir)
     path = features_path(out_dir, name)
     if not path.is_file():
@@ -124,12 +132,31 @@ def load_features(out_dir: str | Path, name: str) -> LiftedFeatures:
             path,
             f"not found; lifted features here: {', '.join(available) or 'none'} (run omnivision-lift)",
         )
+    entry = read_manifest(out_dir).get("features", {}).get(name, {})
+    if scene_file is not None:
+        check_scene(path, entry, Path(scene_file))
     data = load_file(str(path))
     pca = PCA(data["pca_mean"], data["pca_components"]) if "pca_mean" in data else None
-    entry = read_manifest(out_dir).get("features", {}).get(name, {})
     return LiftedFeatures(
         data["features"].float(), data["weight_sums"], data["seen"].bool(), entry, pca
     )
+
+
+def check_scene(path: Path, entry: dict[str, Any], scene_file: Path) -> None:
+    """Raise SceneError when the manifest entry of the feature file `path` records a scene hash
+    other than `scene_file`'s."""
+    request = entry.get("request", {})
+    recorded = request.get("scene_hash")
+    if not recorded:
+        return
+    actual = file_hash(scene_file)
+    if actual != recorded:
+        lifted_from = request.get("scene_file", "?")
+        raise SceneError(
+            path,
+            f"lifted from another scene file ({lifted_from}, hash {recorded}), not {scene_file} "
+            f"(hash {actual}): lift this scene again (omnivision-lift SCENE_DIR --force)",
+        )
 
 
 def partial_path(out_dir: Path, name: str, shard: tuple[int, int]) -> Path:

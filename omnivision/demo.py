@@ -50,9 +50,9 @@ class QueryShown:
 
 def query_by_click(gaussians, cameras, features, objects, path: Path, obj: int = 1) -> QueryShown:
     """Click the centre of object `obj` in view 0, select Gaussians whose lifted feature is close to
-    the rendered feature under the click (Otsu threshold on cosine), highlight them in view 4."""
-    import torch.nn.functional as F
-
+    the rendered feature under the click (`query.exemplar_scores`, Otsu threshold on the cosine),
+    highlight them in view 4."""
+    from omnivision.query.queries import exemplar_scores
     from omnivision.twod.localize import otsu_threshold
 
     ids = gaussians.extras["object_id"]
@@ -61,10 +61,7 @@ def query_by_click(gaussians, cameras, features, objects, path: Path, obj: int =
     cam = w2c[:3, :3] @ centre + w2c[:3, 3]
     u, v = (K @ cam)[:2] / cam[2]
     click = (int(u), int(v))
-    rendered = render(gaussians, cameras[0], features, RenderConfig(rgb=False))
-    assert rendered.features is not None
-    probe = F.normalize(rendered.features[0, click[1], click[0]], dim=0)
-    similarity = F.normalize(features, dim=-1) @ probe
+    similarity = exemplar_scores(gaussians, cameras, 0, features, xy=click)
     selected = similarity > otsu_threshold(similarity)
     highlighted = gaussians.clone()
     grey = highlighted.sh[:, 0].mean(-1, keepdim=True)
@@ -117,7 +114,7 @@ def main(argv: list[str], prog: str) -> int:
 
     # The real `omnivision-lift` path: features land in scene/omnivision/ for query and view.
     lift_main([str(scene_dir), "--features", "colour", "--force"], "omnivision-lift")
-    lifted = load_features(scene_dir / "omnivision", "colour")
+    lifted = load_features(scene_dir / "omnivision", "colour", scene_file=scene.gaussians_file)
     query = query_by_click(
         gaussians, cameras, lifted.features, scene.objects, cfg.out / "query.png"
     )

@@ -48,12 +48,15 @@ class QueryCommand:
     features: str | None = None
     """Lifted feature name in SCENE_DIR/omnivision (default: a clip-* one for --text, else the first)."""
     negatives: tuple[str, ...] = CANONICAL_NEGATIVES
-    """Negatives of the LERF relevancy (CLIP features): the canonical four; add the names of other
-    things in the scene to keep them out (e.g. --negatives object things stuff texture table)."""
+    """Negatives of the --text relevancy (LERF: in CLIP's space, or the bridge's with --bridge):
+    the canonical four; add the names of other things in the scene to keep them out (e.g.
+    --negatives object things stuff texture table)."""
     tau: float = 10.0
     """Relevancy temperature."""
     bridge: Path | None = None
-    """Text bridge folder (omnivision train-bridge) for --text on DINO/colour features."""
+    """Text bridge folder (omnivision train-bridge) for --text on DINO/colour features: the phrase
+    and --negatives go through it into the features' space (it must be trained on the backbone
+    the features were lifted with), scored by LERF relevancy."""
     clip: str | None = None
     """OpenCLIP model for --text (default: the one the features were lifted with)."""
     clip_pretrained: str | None = None
@@ -78,7 +81,7 @@ class QueryCommand:
     preview: tuple[int, Path] | None = None
     """VIEW OUT.png for the preview (default: the query's view, SCENE_DIR/omnivision/query_preview.png)."""
     device: str | None = None
-    """cpu or cuda (default: cuda when present)."""
+    """cpu or cuda (default: cuda when present): the scene, its features and the models go there."""
 
 
 DESCRIPTION = """Select Gaussians of a lifted 3DGS scene by phrase, example, 3D click, SAM 2 prompt or 2D mask;
@@ -119,24 +122,62 @@ def parse_edit(text: str) -> tuple[str, tuple[float, float, float] | None]:
     return name, tuple(int(hexcode[i : i + 2], 16) / 255 for i in (0, 2, 4))  # type: ignore[return-value]
 
 
-def full_features(lifted: Any) -> torch.Tensor:
-    """Features in the backbone's own space (undo the lift's PCA), where text embeddings live."""
-    if lifted.pca is None:
-        return lifted.features
-    return lifted.features @ lifted.pca.components.T + lifted.pca.mean
+def backbone_names(name: str) -> set[str]:
+    """The names one backbone goes by: as given, its hub id and the id's last part (what an
+    extractor calls itself), and for a folder its absolute path and folder name."""
+    from omnivision.twod.dino import resolve_model_id
+
+    if not name:
+        return set()
+    hub_id = resolve_model_id(name)
+    names = {name, hub_id, hub_id.rstrip("/").rsplit("/", 1)[-1]}
+    folder = Path(name).expanduser()
+    if folder.is_dir():
+        names |= {str(folder.resolve()), folder.resolve().name}
+    return names
+
+
+def check_bridge(folder: Path, lifted: Any, feature_name: str) -> None:
+    """A bridge maps text into the space of the backbone it was trained on: refuse features
+    lifted with another backbone (or of another width) before any model loads."""
+    from omnivision.twod.bridge import read_bridge_config
+
+    config = read_bridge_config(folder)
+    lifted_with = lifted.entry.get("request", {}).get("features")
+    trained_on = backbone_names(config.backbone) | backbone_names(config.backbone_source)
+    if lifted_with and not backbone_names(lifted_with) & trained_on:
+        raise QueryError(
+            f"--bridge {folder}: trained on backbone {config.backbone_source or config.backbone!r}, "
+            f"but the {feature_name!r} features were lifted with {lifted_with!r}: lift with "
+            f"--features {config.backbone_source or config.backbone} or train a bridge for it"
+        )
+    dims = lifted.features.shape[1] if lifted.pca is None else lifted.pca.components.shape[0]
+    if dims != config.dino_dim:
+        raise QueryError(
+            f"--bridge {folder}: maps text to {config.dino_dim}-d features, the {feature_name!r} "
+            f"features are {dims}-d"
+        )
 
 
 def text_scores(cmd: QueryCommand, lifted: Any, feature_name: str, device: str) -> torch.Tensor:
-    from .queries import cosine_scores, phrase_relevancy
+    """LERF relevancy of the lifted features to --text against --negatives (temperature --tau),
+    the texts embedded by CLIP (CLIP features) or through --bridge (DINO/colour features)."""
+    from .queries import phrase_relevancy
 
     request = lifted.entry.get("request", {})
     if cmd.bridge is not None:
         from omnivision.twod.bridge import TextBridge
 
+        check_bridge(cmd.bridge, lifted, feature_name)
         bridge = TextBridge.load(cmd.bridge, device=device)
-        with torch.no_grad():
-            query = bridge([cmd.text or ""])[0].cpu()
-        return cosine_scores(full_features(lifted), query)
+
+        def through_bridge(texts: Any) -> torch.Tensor:
+            with torch.no_grad():
+                return bridge(list(texts)).cpu()
+
+        return phrase_relevancy(
+            lifted.features, through_bridge, cmd.text or "", cmd.negatives, cmd.tau, lifted.pca
+        )
     clip_name = cmd.clip or request.get("clip")
     if clip_name is None:
         raise QueryError(
@@ -146,7 +187,9 @@ def text_scores(cmd: QueryCommand, lifted: Any, feature_name: str, device: str) 
     from omnivision.twod.clip import load_clip
 
     pretrained = cmd.clip_pretrained or request.get("clip_pretrained")
-    clip = load_clip(clip_name, pretrained, device=device)
+    clip = load_clip(
+        clip_name, pretrained, device=device, fallback="or query DINO features with --bridge DIR"
+    )
     return phrase_relevancy(
         lifted.features, lambda texts: clip.encode_text(list(texts)).cpu(),
         cmd.text or "", cmd.negatives, cmd.tau, lifted.pca,
@@ -172,12 +215,13 @@ def prompt_scores(
     from .queries import mask_prompt_scores
 
     def diffusion() -> dict[str, Any]:
-        """mask_prompt_scores' diffusion arguments, the graph built only once the input is valid."""
+        """mask_prompt_scores' diffusion arguments, the graph built only once the input is valid
+        (on the CPU, as the lift's diffusion runs: the scores come back there)."""
         if cmd.diffuse == 0:
             return {}
         return {
-            "graph": knn_graph(scene.means, 16),
-            "features": features,
+            "graph": knn_graph(scene.means.cpu(), 16),
+            "features": None if features is None else features.cpu(),
             "iterations": cmd.diffuse,
         }
 
@@ -251,7 +295,8 @@ def query_main(argv: list[str], prog: str) -> int:
     device = cmd.device or ("cuda" if torch.cuda.is_available() else "cpu")
     start = time.perf_counter()
     loaded = load_scene(cmd.scene, orbit_views=24)
-    scene, cameras = loaded.gaussians, loaded.cameras_or_orbit()
+    # queries and the preview render on the device; edits and the export stay on the CPU
+    scene, cameras = loaded.gaussians.to(device), loaded.cameras_or_orbit()
     out_dir = loaded.root / "omnivision"
     kind = kinds[0]
     feature_name = None
@@ -266,36 +311,41 @@ def query_main(argv: list[str], prog: str) -> int:
             raise SceneError(
                 out_dir, "no lifted features here: run omnivision-lift SCENE_DIR first"
             )
-    lifted = None if feature_name is None else load_features(out_dir, feature_name)
+    lifted = (
+        None
+        if feature_name is None
+        else load_features(out_dir, feature_name, scene_file=loaded.gaussians_file)
+    )
     if lifted is not None and len(lifted.features) != len(scene):
         raise SceneError(
             out_dir / f"features_{feature_name}.safetensors",
             f"has {len(lifted.features)} Gaussians, the scene {len(scene)}: lift again (--force)",
         )
+    lifted_features = None if lifted is None else lifted.features.to(device)
 
     view, threshold = 0, cmd.threshold
     if kind == "text":
         assert lifted is not None and feature_name is not None
         scores = text_scores(cmd, lifted, feature_name, device)
-        if cmd.bridge is None and threshold is None:
+        if threshold is None:
             threshold = relevancy_threshold(scores)
     elif kind == "exemplar":
-        assert lifted is not None and cmd.exemplar is not None
+        assert lifted_features is not None and cmd.exemplar is not None
         view, xy = parse_point(cmd.exemplar, "--exemplar", len(cameras))
-        scores = _pixel_checked(lambda: exemplar_scores(scene, cameras, view, lifted.features, xy))
+        scores = _pixel_checked(lambda: exemplar_scores(scene, cameras, view, lifted_features, xy))
     elif kind == "click":
         assert cmd.click is not None
         view, xy = parse_point(cmd.click, "--click", len(cameras))
-        features = None if lifted is None else lifted.features
-        picked, scores = _pixel_checked(lambda: click_scores(scene, cameras, view, xy, features))
+        picked, scores = _pixel_checked(
+            lambda: click_scores(scene, cameras, view, xy, lifted_features)
+        )
         if picked < 0:
             raise QueryError(f"--click {cmd.click}: no Gaussian covers that pixel")
         print(f"picked Gaussian {picked}")
     else:
-        features = None if lifted is None else lifted.features
-        view, scores = prompt_scores(cmd, scene, cameras, device, features)
+        view, scores = prompt_scores(cmd, scene, cameras, device, lifted_features)
         threshold = 0.5 if threshold is None else threshold
-    selection = Selection.from_scores(scores, threshold)
+    selection = Selection.from_scores(scores.cpu(), threshold)
     count = selection.count
     share = 100 * count / max(len(scene), 1)
     via = f" ({feature_name} features)" if feature_name else ""
@@ -305,9 +355,9 @@ def query_main(argv: list[str], prog: str) -> int:
     if edit is not None:
         name, colour = edit
         if name == "recolor":
-            after = edits.recolor(scene, selection, colour)  # type: ignore[arg-type]
+            after = edits.recolor(loaded.gaussians, selection, colour)  # type: ignore[arg-type]
         else:
-            after = getattr(edits, name)(scene, selection)
+            after = getattr(edits, name)(loaded.gaussians, selection)
         target = cmd.out or out_dir / "edited.ply"
         edits.export(after, target)
         print(f"{name}: wrote {target} ({len(after)} Gaussians)")
@@ -316,7 +366,8 @@ def query_main(argv: list[str], prog: str) -> int:
         raise QueryError(
             f"--preview: view {preview_view} does not exist (the scene has {len(cameras)})"
         )
-    panels = preview_panels(scene, after, cameras, preview_view, selection)
+    shown = None if after is None else after.to(device)
+    panels = preview_panels(scene, shown, cameras, preview_view, selection)
     save_image(preview_path, panels)
     columns = "before | scores | selection" + (" | after" if after is not None else "")
     print(

@@ -9,7 +9,7 @@ from jaxtyping import Float
 from torch import Tensor
 
 from omnivision.scenes.cameras import Cameras
-from omnivision.scenes.gaussians import GaussianScene
+from omnivision.scenes.gaussians import GaussianScene, rgb_to_sh_dc, sh_dc_to_rgb
 from omnivision.scenes.io_images import to_uint8
 from omnivision.scenes.render import RenderConfig, render
 
@@ -17,7 +17,6 @@ from .queries import feature_image
 from .selection import Selection
 
 WHITE = (1.0, 1.0, 1.0)
-SH_C0 = 0.28209479177387814
 
 
 def render_scores(
@@ -46,8 +45,8 @@ def heatmap_image(
     colour = torch.from_numpy(colormaps[cmap](unit)[..., :3]).float()
     base = render(scene, cameras[view], config=RenderConfig(background=WHITE)).rgb
     assert base is not None
-    grey = base[0].mean(-1, keepdim=True).expand(-1, -1, 3)
-    a = alpha[..., None].clamp(0, 1)
+    grey = base[0].cpu().mean(-1, keepdim=True).expand(-1, -1, 3)
+    a = alpha.cpu()[..., None].clamp(0, 1)
     return to_uint8(a * (0.75 * colour + 0.25 * grey) + (1 - a) * grey)
 
 
@@ -58,9 +57,9 @@ def highlighted(
     shown = scene.clone()
     mask = selection.mask.to(scene.device)
     dc = shown.sh[:, 0]
-    grey = (SH_C0 * dc + 0.5).mean(-1, keepdim=True) * 0.6 + 0.3
-    dimmed = ((grey - 0.5) / SH_C0).expand(-1, 3)
-    target = (torch.tensor(colour, dtype=dc.dtype) - 0.5) / SH_C0
+    grey = sh_dc_to_rgb(dc).mean(-1, keepdim=True) * 0.6 + 0.3
+    dimmed = rgb_to_sh_dc(grey).expand(-1, 3)
+    target = rgb_to_sh_dc(torch.tensor(colour, dtype=dc.dtype, device=dc.device))
     shown.sh[:, 0] = torch.where(mask[:, None], target.expand_as(dc), dimmed)
     shown.sh[:, 1:] = 0
     return shown

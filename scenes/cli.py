@@ -123,6 +123,11 @@ def render_main(argv: list[str], prog: str) -> int:
         "  omnivision render demo/ --all --out renders/ --kind depth\n"
         "  omnivision render donut/fused.ply --orbit 8 --all --out donut_views/",
     )
+    for flag, value in (("--width", cfg.width), ("--height", cfg.height)):
+        if value is not None and value <= 0:
+            raise SceneError(cfg.scene, f"{flag} {value}: want a positive number of pixels")
+    if cfg.orbit < 0:
+        raise SceneError(cfg.scene, f"--orbit {cfg.orbit}: want a number of views (0: off)")
     scene = load_scene(cfg.scene, orbit_views=cfg.orbit or None)
     if scene.cameras is None:
         raise SceneError(
@@ -131,8 +136,8 @@ def render_main(argv: list[str], prog: str) -> int:
         )
     cameras = scene.cameras
     if cfg.width or cfg.height:
-        w = cfg.width or round(cameras.widths[0] * cfg.height / cameras.heights[0])  # type: ignore[operator]
-        h = cfg.height or round(cameras.heights[0] * w / cameras.widths[0])
+        w = cfg.width or max(1, round(cameras.widths[0] * cfg.height / cameras.heights[0]))  # type: ignore[operator]
+        h = cfg.height or max(1, round(cameras.heights[0] * w / cameras.widths[0]))
         cameras = cameras.resized(w, h)
     device = cfg.device or ("cuda" if torch.cuda.is_available() else "cpu")
     gaussians = scene.gaussians.to(device)

@@ -1,4 +1,5 @@
-"""Camera readers and writers: INRIA `cameras.json`, COLMAP `sparse/0`, `transforms.json`, gsplat npz.
+"""Camera readers and writers: INRIA `cameras.json`, `transforms.json`, gsplat npz (COLMAP
+`sparse/0` models: `io_colmap.py`).
 
 Every reader returns OpenCV `Cameras` (world_to_camera 4x4, K in pixels) and raises `SceneError`
 naming the file on bad input.
@@ -43,12 +44,19 @@ def read_inria_cameras(path: str | Path) -> Cameras:
             name = str(cam.get("img_name", f"view_{i:04d}"))
         except (KeyError, TypeError, ValueError) as err:
             raise SceneError(path, f"camera {i}: missing or malformed field ({err})") from None
+        for field, value in (("width", w), ("height", h)):
+            if value <= 0:
+                raise SceneError(
+                    path,
+                    f"camera {cam.get('id', i)} ({name!r}): {field} {value} is not a positive "
+                    "image size",
+                )
         w2c.append(_as_w2c(rot, pos))
         ks.append([[fx, 0, w / 2], [0, fy, h / 2], [0, 0, 1]])
         widths.append(w)
         heights.append(h)
         names.append(name)
-    return _cameras(path, w2c, ks, widths, heights, names)
+    return checked_cameras(path, w2c, ks, widths, heights, names)
 
 
 def write_inria_cameras(cameras: Cameras, path: str | Path) -> Path:
@@ -71,67 +79,6 @@ def write_inria_cameras(cameras: Cameras, path: str | Path) -> Path:
     with atomic_path(path) as tmp:
         tmp.write_text(json.dumps(entries, indent=1))
     return Path(path)
-
-
-PERSPECTIVE_MODELS = {
-    "SIMPLE_PINHOLE",
-    "PINHOLE",
-    "SIMPLE_RADIAL",
-    "RADIAL",
-    "OPENCV",
-    "FULL_OPENCV",
-}
-
-
-def read_colmap(model_dir: str | Path) -> Cameras:
-    """COLMAP model folder (`cameras`, `images`, `points3D` as .bin or .txt) through pycolmap.
-
-    Lens distortion parameters are ignored: 3DGS scenes are trained on undistorted images.
-    """
-    model_dir = Path(model_dir)
-    try:
-        import pycolmap
-    except ImportError:
-        raise SceneError(
-            model_dir, "reading COLMAP models needs pycolmap: pip install pycolmap"
-        ) from None
-    try:
-        recon = pycolmap.Reconstruction(str(model_dir))
-    except Exception as err:
-        raise SceneError(model_dir, f"not a readable COLMAP model ({err})") from None
-    w2c, ks, widths, heights, names = [], [], [], [], []
-    for image_id in sorted(
-        recon.reg_image_ids() if hasattr(recon, "reg_image_ids") else recon.images
-    ):
-        image = recon.images[image_id]
-        camera = recon.cameras[image.camera_id]
-        try:
-            pose = image.cam_from_world()
-        except (ValueError, RuntimeError) as err:
-            raise SceneError(model_dir, f"image {image.name!r} has no pose ({err})") from None
-        if camera.model_name not in PERSPECTIVE_MODELS:
-            raise SceneError(
-                model_dir,
-                f"camera model {camera.model_name} of {image.name!r} is not a perspective model",
-            )
-        m = np.eye(4)
-        m[:3, :4] = pose.matrix()
-        w2c.append(m)
-        ks.append(np.asarray(camera.calibration_matrix(), dtype=np.float64))
-        widths.append(int(camera.width))
-        heights.append(int(camera.height))
-        names.append(image.name)
-    if not names:
-        raise SceneError(model_dir, "COLMAP model has no registered images")
-    order = sorted(range(len(names)), key=lambda i: names[i])
-    return _cameras(
-        model_dir,
-        [w2c[i] for i in order],
-        [ks[i] for i in order],
-        [widths[i] for i in order],
-        [heights[i] for i in order],
-        [names[i] for i in order],
-    )
 
 
 def read_transforms(path: str | Path, image_size: tuple[int, int] | None = None) -> Cameras:
@@ -172,7 +119,7 @@ def read_transforms(path: str | Path, image_size: tuple[int, int] | None = None)
         widths.append(w)
         heights.append(h)
         names.append(name)
-    return _cameras(path, w2c, ks, widths, heights, names)
+    return checked_cameras(path, w2c, ks, widths, heights, names)
 
 
 def _frame_size(path: Path, meta: dict[str, Any], name: str, image_size) -> tuple[int, int]:
@@ -208,7 +155,7 @@ def read_gsplat_npz(path: str | Path) -> Cameras:
     viewmats, ks = np.asarray(data["viewmats"]), np.asarray(data["Ks"])
     c = viewmats.shape[0]
     w, h = int(data["width"]), int(data["height"])
-    return _cameras(
+    return checked_cameras(
         path, list(viewmats), list(ks), [w] * c, [h] * c, [f"view_{i:04d}" for i in range(c)]
     )
 
@@ -230,11 +177,14 @@ def _read_json(path: Path) -> Any:
         raise SceneError(path, f"invalid JSON ({err})") from None
 
 
-def _cameras(path: Path, w2c, ks, widths, heights, names) -> Cameras:
+def checked_cameras(path: Path, w2c, ks, widths, heights, names) -> Cameras:
     w2c_t = torch.as_tensor(np.asarray(w2c, dtype=np.float64)).float()
     k_t = torch.as_tensor(np.asarray(ks, dtype=np.float64)).float()
     if not (torch.isfinite(w2c_t).all() and torch.isfinite(k_t).all()):
         raise SceneError(path, "camera poses or intrinsics contain NaN or infinite values")
-    if any(w <= 0 or h <= 0 for w, h in zip(widths, heights, strict=True)):
-        raise SceneError(path, "a camera has a non-positive image size")
+    for i, (w, h) in enumerate(zip(widths, heights, strict=True)):
+        if w <= 0 or h <= 0:
+            raise SceneError(
+                path, f"camera {i} ({names[i]!r}) has a non-positive image size {w}x{h}"
+            )
     return Cameras(w2c_t, k_t, list(widths), list(heights), list(names))

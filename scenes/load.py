@@ -15,18 +15,19 @@ from .cameras import Cameras, orbit_around_points
 from .errors import SceneError, atomic_path
 from .gaussians import GaussianScene, normalize_quats, rgb_to_sh_dc
 from .io_cameras import (
-    read_colmap,
     read_gsplat_npz,
     read_inria_cameras,
     read_transforms,
     resolve_image,
     write_inria_cameras,
 )
+from .io_colmap import colmap_root, points_file, read_colmap, read_colmap_points
 from .io_ply import is_gaussian_ply, read_ply, read_splat, write_ply
 
 SCENE_LAYOUTS = (
     "point_cloud.ply, point_cloud/iteration_*/point_cloud.ply, ckpts/ckpt_*.pt, "
-    "a 3DGS *.ply, a *.splat, or a gsplat npz (means3d, colors, viewmats, Ks)"
+    "a 3DGS *.ply, a *.splat, a gsplat npz (means3d, colors, viewmats, Ks), "
+    "or a COLMAP sparse/0 with points3D (Gaussians initialised from the points)"
 )
 
 
@@ -81,6 +82,10 @@ def find_gaussians_file(root: Path) -> Path:
     ]
     if found:
         return found[0]
+    for model in (root / "sparse" / "0", root / "sparse", root):
+        points = points_file(model)
+        if points is not None:
+            return points
     if root.is_dir() and not any(root.iterdir()):
         raise SceneError(root, "folder is empty")
     raise SceneError(root, f"no 3DGS scene found; expected {SCENE_LAYOUTS}")
@@ -105,6 +110,8 @@ def read_gaussians(path: Path) -> GaussianScene:
         return read_gsplat_checkpoint(path)
     if suffix == ".npz":
         return gaussians_from_points_npz(path)
+    if path.stem == "points3D" and suffix in (".bin", ".txt"):
+        return gaussians_from_points(*read_colmap_points(path.parent))
     raise SceneError(path, f"unknown scene file type {suffix!r}; expected {SCENE_LAYOUTS}")
 
 
@@ -134,8 +141,9 @@ def read_gsplat_checkpoint(path: Path) -> GaussianScene:
 def gaussians_from_points(
     points: torch.Tensor, colors: torch.Tensor, opacity: float = 0.1, neighbours: int = 3
 ) -> GaussianScene:
-    """Isotropic Gaussians on points (as gsplat's trainer initialises from SfM points): scale = RMS
-    distance to the `neighbours` nearest points, constant opacity, DC colour from `colors` in [0, 1]."""
+    """Isotropic Gaussians on points, as 3DGS training initialises them from SfM points: scale =
+    RMS distance to the `neighbours` nearest points (scipy cKDTree), constant opacity (stored as
+    its logit), SH DC colour from `colors` in [0, 1], no higher SH."""
     from scipy.spatial import cKDTree  # pyright: ignore[reportAttributeAccessIssue]
 
     pts = points.double().numpy()
@@ -154,18 +162,21 @@ def gaussians_from_points(
 
 
 def gaussians_from_points_npz(path: Path) -> GaussianScene:
-    data = np.load(path, allow_pickle=False)
-    key = "means3d" if "means3d" in data.files else "means"
-    if key not in data.files:
-        raise SceneError(path, "npz has no 'means3d' (or 'means') array of points")
-    points = torch.from_numpy(np.asarray(data[key], dtype=np.float32))
-    if points.ndim != 2 or points.shape[1] != 3 or not torch.isfinite(points).all():
-        raise SceneError(path, f"'{key}' must be finite (N, 3) points, got {tuple(points.shape)}")
-    if "colors" in data.files:
-        colors = torch.from_numpy(np.asarray(data["colors"], dtype=np.float32))
-        colors = colors / 255.0 if data["colors"].dtype == np.uint8 else colors
-    else:
-        colors = torch.full_like(points, 0.5)
+    with np.load(path, allow_pickle=False) as data:
+        key = "means3d" if "means3d" in data.files else "means"
+        if key not in data.files:
+            raise SceneError(path, "npz has no 'means3d' (or 'means') array of points")
+        points = torch.from_numpy(np.asarray(data[key], dtype=np.float32))
+        if points.ndim != 2 or points.shape[1] != 3 or not torch.isfinite(points).all():
+            raise SceneError(
+                path, f"'{key}' must be finite (N, 3) points, got {tuple(points.shape)}"
+            )
+        if "colors" in data.files:
+            raw = data["colors"]
+            colors = torch.from_numpy(np.asarray(raw, dtype=np.float32))
+            colors = colors / 255.0 if raw.dtype == np.uint8 else colors
+        else:
+            colors = torch.full_like(points, 0.5)
     return gaussians_from_points(points, colors)
 
 
@@ -250,9 +261,19 @@ def load_scene(path: str | Path, orbit_views: int | None = None) -> Scene:
     model_root = root
     if gaussians_file.parent.name.startswith("iteration_"):
         model_root = gaussians_file.parent.parent.parent
+    from_points = gaussians_file.stem == "points3D"  # a COLMAP model without trained Gaussians
     gaussians = read_gaussians(gaussians_file)
-    cameras, cameras_file = find_cameras(model_root, gaussians_file)
+    if from_points:  # the cameras of the same model; photos under the dataset's images/
+        model_root = colmap_root(gaussians_file.parent)
+        cameras, cameras_file = read_colmap(gaussians_file.parent), gaussians_file.parent
+    else:
+        cameras, cameras_file = find_cameras(model_root, gaussians_file)
     notes: list[str] = []
+    if from_points:
+        notes.append(
+            f"no trained Gaussians: {len(gaussians)} initialised from the COLMAP points "
+            f"({gaussians_file.name}) as 3DGS training starts (isotropic, opacity 0.1, point colour)"
+        )
     if cameras is not None and cameras_file is not None:
         cameras = attach_images(cameras, model_root, cameras_file, notes)
     elif orbit_views:

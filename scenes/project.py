@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass
 
 import torch
@@ -95,7 +94,3 @@ def pixel_ranges(proj: Projected, width: int, height: int) -> tuple[Tensor, Tens
     y0 = torch.ceil(proj.means2d[:, 1] - proj.extents[:, 1] - 0.5).clamp(0, height - 1)
     y1 = torch.floor(proj.means2d[:, 1] + proj.extents[:, 1] - 0.5).clamp(-1, height - 1)
     return x0.long(), x1.long(), y0.long(), y1.long()
-
-
-def fov_to_focal(fov_rad: float, pixels: int) -> float:
-    return 0.5 * pixels / math.tan(0.5 * fov_rad)

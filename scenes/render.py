@@ -275,7 +275,8 @@ def render(
     features: Float[Tensor, "N D"] | None = None,
     config: RenderConfig | None = None,
 ) -> RenderOutput:
-    """Render C views of the same size. Differentiable in `features` (torch and gsplat backends)."""
+    """Render C views of the same size. Differentiable in `features` (torch and gsplat backends),
+    which go to the scene's device (so does everything rendered)."""
     config = config or RenderConfig()
     if len(cameras) == 0:
         raise ValueError("no cameras to render")
@@ -286,6 +287,8 @@ def render(
     if features is not None and features.shape[0] != len(scene):
         raise ValueError(f"features have {features.shape[0]} rows for {len(scene)} Gaussians")
     cameras = cameras.to(scene.device)
+    if features is not None:
+        features = features.to(scene.device)
     if _use_gsplat(scene, config):
         return _render_gsplat(scene, cameras, features, config)
     outputs = [_render_view_torch(scene, cameras, i, features, config) for i in range(len(cameras))]

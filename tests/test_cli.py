@@ -72,6 +72,9 @@ def test_export_splat_and_info(demo_dir, tmp_path):
         (["render", "{demo}", "--view", "99"], "--view 99 out of range: the scene has 18 cameras"),
         (["export", "{demo}", "{tmp}/x.obj"], "output must end in .ply or .splat"),
         (["render", "{empty}"], "folder is empty"),
+        (["render", "{demo}", "--width", "-5"], "--width -5: want a positive number of pixels"),
+        (["render", "{demo}", "--width", "0"], "--width 0: want a positive number of pixels"),
+        (["render", "{demo}", "--height", "0"], "--height 0: want a positive number of pixels"),
     ],
 )
 def test_bad_input_is_one_line_and_exit_code_2(demo_dir, tmp_path, args, message):

@@ -7,6 +7,7 @@ import shutil
 import subprocess
 import sys
 
+import pytest
 import torch
 
 from omnivision.lift.store import load_features
@@ -70,3 +71,92 @@ def test_bad_shard_and_views(demo_dir):
     assert out.returncode == 2 and "need 0 <= k < n" in out.stderr
     out = lift(str(demo_dir), "--views", "99")
     assert out.returncode == 2 and "views [99] out of range" in out.stderr
+
+
+def test_refine_with_shard_is_refused_before_any_work(demo_dir, tmp_path):
+    """A shard writes sums over its views; refinement needs every view: refused, one line."""
+    scene = tmp_path / "scene"
+    shutil.copytree(demo_dir, scene)
+    out = lift(str(scene), "--shard", "0/2", "--refine", "5")
+    assert out.returncode == 2
+    assert "--refine 5 cannot go with --shard 0/2" in out.stderr
+    assert len(out.stderr.strip().splitlines()) == 1
+    assert not list(scene.glob("omnivision/partial_*"))
+
+
+def test_merge_records_what_the_merged_file_holds(demo_dir, tmp_path):
+    """Partial files whose request says refine (as older versions wrote them, the refinement
+    dropped) merge into features whose manifest says refine 0."""
+    from omnivision.lift.aggregate import FeatureSums
+    from omnivision.lift.store import save_partial
+
+    scene = tmp_path / "scene"
+    shutil.copytree(demo_dir, scene, ignore=shutil.ignore_patterns("omnivision"))
+    n = 29298
+    request = {"features": "rgb", "refine": 7, "views": [0, 1]}
+    for k in range(2):
+        sums = FeatureSums(torch.rand(n, 3), torch.rand(n) + 0.1, 1)
+        save_partial(scene / "omnivision", "rgb", (k, 2), sums, [k], None, request)
+    merged = lift("merge", str(scene), "--features", "rgb")
+    assert merged.returncode == 0, merged.stderr
+    entry = json.loads((scene / "omnivision" / "manifest.json").read_text())["features"]["rgb"]
+    assert entry["request"]["refine"] == 0 and entry["views"] == [0, 1]
+
+
+def test_features_of_another_scene_with_as_many_gaussians_are_refused(tmp_path):
+    from conftest import random_scene
+
+    from omnivision.lift.store import file_hash, save_features, write_manifest_entry
+    from omnivision.scenes.errors import SceneError
+    from omnivision.scenes.io_ply import write_ply
+
+    lifted_from, other = tmp_path / "a.ply", tmp_path / "b.ply"
+    write_ply(random_scene(50, seed=0), lifted_from)
+    write_ply(random_scene(50, seed=1), other)
+    out = tmp_path / "omnivision"
+    ones = torch.ones(50, dtype=torch.bool)
+    save_features(out, "rgb", torch.rand(50, 3), torch.ones(50), ones, None, False)
+    request = {"scene_file": "a.ply", "scene_hash": file_hash(lifted_from)}
+    write_manifest_entry(out, "rgb", {"request": request})
+    assert load_features(out, "rgb", scene_file=lifted_from).features.shape == (50, 3)
+    assert load_features(out, "rgb").features.shape == (50, 3)  # no scene given: not checked
+    with pytest.raises(SceneError) as err:
+        load_features(out, "rgb", scene_file=other)
+    message = str(err.value)
+    assert "features_rgb.safetensors: lifted from another scene file (a.ply" in message
+    assert f"not {other}" in message
+
+
+def test_missing_dino_weights_hint_names_lifts_own_flag(demo_dir):
+    out = lift(str(demo_dir), "--features", "dinov3-vits16")
+    assert out.returncode == 2 and len(out.stderr.strip().splitlines()) == 1, out.stderr
+    assert "use --features dinov2-base" in out.stderr and "--backbone" not in out.stderr
+
+
+def test_missing_clip_weights_are_one_line_naming_lifts_flags(demo_dir):
+    """open_clip logs its own ERROR:root: line before raising; only ours reaches stderr."""
+    out = lift(str(demo_dir), "--features", "clip-pyramid")
+    assert out.returncode == 2, out.stderr
+    assert len(out.stderr.strip().splitlines()) == 1, out.stderr
+    assert "weights not available offline" in out.stderr and "--features dinov2-base" in out.stderr
+    assert "ERROR:root" not in out.stderr and "--bridge" not in out.stderr
+
+
+def test_precision_reaches_the_backbone_and_the_manifest(demo_dir, tmp_path):
+    from transformers import Dinov2Config, Dinov2Model
+
+    torch.manual_seed(0)
+    config = Dinov2Config(
+        hidden_size=32, num_hidden_layers=2, num_attention_heads=2, mlp_ratio=2, patch_size=14
+    )
+    Dinov2Model(config).save_pretrained(tmp_path / "dino")
+    scene = tmp_path / "scene"
+    shutil.copytree(demo_dir, scene, ignore=shutil.ignore_patterns("omnivision"))
+    out = lift(
+        str(scene), "--features", str(tmp_path / "dino"), "--precision", "fp16",
+        "--views", "0", "4", "--max-side", "96", "--short-side", "56",
+    )  # fmt: skip
+    assert out.returncode == 0, out.stderr
+    manifest = json.loads((scene / "omnivision" / "manifest.json").read_text())
+    (entry,) = manifest["features"].values()
+    assert entry["request"]["precision"] == "fp16" and entry["dims"] == 32

@@ -67,6 +67,22 @@ def test_colmap_scene_folder(colmap_model, tmp_path):
     assert points.shape[0] > 100
 
 
+def test_colmap_sfm_folder_without_gaussians_renders(colmap_model, tmp_path):
+    """The real SfM model with no trained Gaussians: its points3D render in the photos' views."""
+    import pycolmap
+
+    photos, model = colmap_model
+    shutil.copytree(model, tmp_path / "sparse" / "0")
+    (tmp_path / "images").mkdir()
+    for jpg in photos.glob("*.jpg"):
+        (tmp_path / "images" / jpg.name).symlink_to(jpg)
+    scene = load_scene(tmp_path)
+    assert len(scene.gaussians) == pycolmap.Reconstruction(str(model)).num_points3D() > 100
+    assert scene.cameras is not None and scene.cameras.image_paths is not None
+    out = render(scene.gaussians, scene.cameras[0].resized(160, 120))
+    assert (out.alpha > 0.05).float().mean() > 0.01  # the points show where the photo is
+
+
 def test_garden_npz_loads_points_and_cameras():
     scene = load_scene(shared_data("garden", "test_garden.npz"))
     assert len(scene.gaussians) == 138766
@@ -207,3 +223,75 @@ def test_corrupt_cameras_json(tmp_path):
     (tmp_path / "cameras.json").write_text("[{oops")
     with pytest.raises(SceneError, match=r"cameras\.json: invalid JSON"):
         load_scene(tmp_path)
+
+
+def _text_colmap_model(folder, camera_ids=(1, 1), size=(64, 48)):
+    """A hand-written text COLMAP model: one PINHOLE camera, two images looking down +z from
+    x = 0 and x = 0.2, 60 coloured points 2-3 units in front; images/ beside sparse/."""
+    model = folder / "sparse" / "0"
+    model.mkdir(parents=True)
+    w, h = size
+    (model / "cameras.txt").write_text(f"# cameras\n1 PINHOLE {w} {h} 50 50 {w / 2} {h / 2}\n")
+    lines = ["# images"]
+    for i, camera_id in enumerate(camera_ids):
+        lines += [f"{i + 1} 1 0 0 0 {-0.2 * i} 0 0 {camera_id} view_{i}.png", ""]
+    (model / "images.txt").write_text("\n".join(lines) + "\n")
+    g = np.random.default_rng(0)
+    xyz = np.c_[g.uniform(-0.6, 0.6, (60, 2)), g.uniform(2, 3, 60)]
+    rgb = g.integers(0, 256, (60, 3))
+    (model / "points3D.txt").write_text(
+        "# points\n"
+        + "".join(
+            f"{k + 1} {x} {y} {z} {r} {gg} {b} 0.5\n"
+            for k, ((x, y, z), (r, gg, b)) in enumerate(zip(xyz, rgb, strict=True))
+        )
+    )
+    (folder / "images").mkdir()
+    for i in range(len(camera_ids)):
+        Image.new("RGB", size).save(folder / "images" / f"view_{i}.png")
+    return xyz, rgb
+
+
+def test_colmap_folder_without_gaussians_starts_them_from_the_points(tmp_path):
+    """sparse/0 + images/ and no point_cloud.ply: the points become Gaussians as 3DGS training
+    initialises them, so the folder renders and can be inspected."""
+    from scipy.spatial import cKDTree  # pyright: ignore[reportAttributeAccessIssue]
+
+    from omnivision.scenes.gaussians import sh_dc_to_rgb
+
+    xyz, rgb = _text_colmap_model(tmp_path)
+    scene = load_scene(tmp_path)
+    g = scene.gaussians
+    assert scene.gaussians_file.name == "points3D.txt" and len(g) == 60
+    assert scene.cameras is not None and scene.cameras.names == ["view_0.png", "view_1.png"]
+    assert scene.cameras.image_paths is not None  # photos found under the dataset's images/
+    assert any("initialised from the COLMAP points" in note for note in scene.notes)
+    torch.testing.assert_close(g.means, torch.tensor(xyz, dtype=torch.float32))
+    torch.testing.assert_close(sh_dc_to_rgb(g.sh[:, 0]), torch.tensor(rgb / 255.0).float())
+    assert g.sh_degree == 0
+    torch.testing.assert_close(torch.sigmoid(g.opacity_logits), torch.full((60,), 0.1))
+    dist, _ = cKDTree(xyz).query(xyz, k=4)
+    rms = np.sqrt((dist[:, 1:] ** 2).mean(1))
+    torch.testing.assert_close(g.scales, torch.tensor(rms).float()[:, None].expand(-1, 3))
+    out = render(g, scene.cameras[0])
+    assert out.alpha.max() > 0.1  # the points are in front of the camera and show
+
+
+def test_colmap_image_naming_an_unknown_camera(tmp_path):
+    _text_colmap_model(tmp_path, camera_ids=(1, 7))
+    with pytest.raises(
+        SceneError, match=r"images\.txt: image 'view_1\.png' names camera 7, which cameras\.txt"
+    ):
+        load_scene(tmp_path)
+
+
+def test_non_positive_image_size_names_the_camera_and_field(tmp_path):
+    cams = orbit_cameras([0, 0, 0], 2.0, 3, 10.0, 32, 24)
+    write_inria_cameras(cams, tmp_path / "cameras.json")
+    entries = json.loads((tmp_path / "cameras.json").read_text())
+    entries[2]["height"] = 0
+    (tmp_path / "cameras.json").write_text(json.dumps(entries))
+    with pytest.raises(
+        SceneError, match=r"cameras\.json: camera 2 \('orbit_002'\): height 0 is not a positive"
+    ):
+        read_inria_cameras(tmp_path / "cameras.json")

@@ -132,3 +132,24 @@ def test_localize_real_photo_runs_end_to_end(tmp_path):
     boxes = [a["bbox"] for a in coco["annotations"]]
     # The reference region itself is found: some box overlaps the wheel box.
     assert any(x < 700 and x + w > 425 and y < 875 and y + h > 600 for x, y, w, h in boxes)
+
+
+def test_localize_runs_a_dino_backbone_at_reduced_precision(shapes, tmp_path):
+    """--precision reaches the extractor: a tiny random DINOv2 saved as a folder runs in bf16."""
+    import torch
+    from transformers import Dinov2Config, Dinov2Model
+
+    torch.manual_seed(0)
+    config = Dinov2Config(
+        hidden_size=32, num_hidden_layers=2, num_attention_heads=2, mlp_ratio=2, patch_size=14
+    )
+    Dinov2Model(config).save_pretrained(tmp_path / "dino")
+    out = omnivision(
+        "localize", "--ref", str(shapes / "crop.png"), "--box", "20,20,76,76",
+        "--target", str(shapes / "shapes.png"), "--backbone", str(tmp_path / "dino"),
+        "--precision", "bf16", "--short-side", "112", "--sam", "none", "--out", str(tmp_path / "o"),
+    )  # fmt: skip
+    assert out.returncode == 0, out.stderr
+    assert (tmp_path / "o" / "shapes_heatmap.png").is_file()
+    bad = omnivision("localize", "--ref", "x.png", "--target", "x.png", "--precision", "int4")
+    assert bad.returncode == 2 and "int4" in bad.stderr

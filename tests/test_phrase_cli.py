@@ -191,3 +191,19 @@ def test_train_bridge_cli_errors_are_one_line(tmp_path, capsys):
     assert "missing.jsonl: no such pairs file" in err and err.count("\n") == 1
     assert train_cli("--backbone", "colour") == 2
     assert "one of --pairs FILE, --refcoco ROOT, --flickr30k ROOT" in capsys.readouterr().err
+
+
+def test_missing_clip_weights_print_one_line(scene, tmp_path):
+    """open_clip logs an `ERROR:root:` line of its own before raising; only ours reaches stderr,
+    and its fallback is a flag of this command."""
+    import subprocess
+    import sys
+
+    out = subprocess.run(
+        [sys.executable, "-m", "omnivision.cli", "phrase", "--text", "red square",
+         "--image", str(scene[0]), "--clip", "ViT-B-16", "--sam", "none", "--out", str(tmp_path)],
+        capture_output=True, text=True, timeout=300,
+    )  # fmt: skip
+    assert out.returncode == 2
+    assert out.stderr.count("\n") == 1, out.stderr
+    assert "weights not available offline" in out.stderr and "--bridge DIR" in out.stderr

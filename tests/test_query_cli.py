@@ -407,3 +407,122 @@ def test_pca_relevancy_equals_relevancy_of_the_reconstructed_features():
         rtol=1e-4,
         atol=1e-5,
     )
+
+
+def _bridge_for(clip_scene, backbone: str, dim: int = 8) -> tuple:
+    """A random text bridge into a `dim`-d space, recorded as trained on `backbone`."""
+    from omnivision.twod.bridge import BridgeConfig, TextBridge
+
+    root, names, ids, _, clip = clip_scene
+    folder = root.parent / f"bridge_{backbone}_{dim}"
+    config = BridgeConfig(
+        tiny_clip_folder(clip_scene), None, backbone, clip.embed_dim, dim,
+        backbone_source=backbone, hidden_dim=16,
+    )  # fmt: skip
+    torch.manual_seed(0)
+    bridge = TextBridge(clip, config)
+    bridge.save(folder)
+    return folder, bridge
+
+
+def _plant_bridged(clip_scene, bridge, name: str = "colour") -> torch.Tensor:
+    root, names, ids, _, _ = clip_scene
+    with torch.no_grad():
+        features = planted(ids, bridge(names), 0.05)
+    n = len(ids)
+    ones = torch.ones(n, dtype=torch.bool)
+    save_features(root / "omnivision", name, features, torch.ones(n), ones, None, False)
+    write_manifest_entry(root / "omnivision", name, {"request": {"features": "colour"}})
+    return features
+
+
+def test_query_bridge_honours_negatives_and_tau(clip_scene):
+    """--bridge scores LERF relevancy in the bridge's space with --negatives and --tau."""
+    from omnivision.lift.store import load_features
+    from omnivision.query.cli import QueryCommand, text_scores
+    from omnivision.twod.clip_dense import relevancy
+
+    root, names, _, _, _ = clip_scene
+    folder, bridge = _bridge_for(clip_scene, "colour")
+    features = _plant_bridged(clip_scene, bridge)
+    lifted = load_features(root / "omnivision", "colour")
+    with torch.no_grad():
+        texts = bridge([names[1], names[2], names[3]])
+    for tau in (10.0, 2.0):
+        cmd = QueryCommand(
+            root, text=names[1], bridge=folder, negatives=(names[2], names[3]), tau=tau
+        )
+        got = text_scores(cmd, lifted, "colour", "cpu")
+        expected = relevancy(features, texts[0], texts[1:], tau)
+        torch.testing.assert_close(got, expected, rtol=1e-4, atol=1e-5)
+
+
+@pytest.mark.parametrize(
+    ("backbone", "dim", "message"),
+    [
+        ("dinov2-small", 8, "trained on backbone 'dinov2-small', but the 'colour' features were"),
+        ("colour", 12, "maps text to 12-d features, the 'colour' features are 8-d"),
+    ],
+)
+def test_query_bridge_for_another_backbone_is_refused(clip_scene, capsys, backbone, dim, message):
+    root, names, _, _, _ = clip_scene
+    _, matching = _bridge_for(clip_scene, "colour")
+    _plant_bridged(clip_scene, matching)
+    folder, _ = _bridge_for(clip_scene, backbone, dim)
+    code, _, err = run(
+        capsys, str(root), "--text", names[1], "--features", "colour", "--bridge", str(folder)
+    )
+    assert code == 2 and message in err and len(err.strip().splitlines()) == 1, err
+
+
+def test_query_puts_the_scene_on_the_device(scene_dir, capsys, tmp_path, monkeypatch):
+    """--device moves the scene (and its features) as well as the models."""
+    from omnivision.scenes.gaussians import GaussianScene
+
+    moved = []
+    original = GaussianScene.to
+
+    def to(self, device=None, dtype=None):
+        moved.append(str(device))
+        return original(self, device, dtype)
+
+    monkeypatch.setattr(GaussianScene, "to", to)
+    code, _, err = run(
+        capsys, str(scene_dir), "--exemplar", "0:160,120", "--device", "cpu",
+        "--preview", "0", str(tmp_path / "p.png"),
+    )  # fmt: skip
+    assert code == 0, err
+    assert "cpu" in moved
+
+
+def test_features_lifted_from_another_scene_are_refused(demo_dir, tmp_path, capsys):
+    """Same Gaussian count, other Gaussians: the manifest's scene hash no longer matches."""
+    from omnivision.lift.store import file_hash
+    from omnivision.scenes.io_ply import write_ply
+
+    root = tmp_path / "scene"
+    shutil.copytree(demo_dir, root, ignore=shutil.ignore_patterns("omnivision"))
+    ply = root / "point_cloud.ply"
+    n = len(read_ply(ply))
+    ones = torch.ones(n, dtype=torch.bool)
+    save_features(root / "omnivision", "ids", torch.rand(n, 8), torch.ones(n), ones, None, False)
+    request = {"features": "ids", "scene_file": ply.name, "scene_hash": file_hash(ply)}
+    write_manifest_entry(root / "omnivision", "ids", {"request": request})
+    other = read_ply(ply)
+    other.means = other.means.flip(0)  # another scene with as many Gaussians
+    write_ply(other, ply)
+    code, _, err = run(capsys, str(root), "--exemplar", "0:160,120")
+    assert code == 2 and "lifted from another scene file (point_cloud.ply" in err, err
+
+
+def test_backbone_names_match_short_names_hub_ids_and_extractor_names(tmp_path):
+    from omnivision.query.cli import backbone_names
+
+    short, hub = (
+        backbone_names("dinov3-vitb16"),
+        backbone_names("facebook/dinov3-vitb16-pretrain-lvd1689m"),
+    )
+    assert short & hub and short & backbone_names("dinov3-vitb16-pretrain-lvd1689m")
+    assert not short & backbone_names("dinov2-small")
+    (tmp_path / "my-dino").mkdir()
+    assert backbone_names(str(tmp_path / "my-dino")) & backbone_names("my-dino")

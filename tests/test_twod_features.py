@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import json
+import typing
 
 import pytest
 import torch
 
 from omnivision.twod.colour import ColourTextureExtractor
-from omnivision.twod.extractors import load_extractor
+from omnivision.twod.dino import DTYPES, Precision
+from omnivision.twod.extractors import PRECISIONS, load_extractor
 from omnivision.twod.features import TwoDError, extract_all, input_size_for, upsample
 
 
@@ -80,6 +82,36 @@ def test_extract_all_keeps_order_over_mixed_sizes():
 def test_missing_hub_weights_say_how_to_get_them():
     with pytest.raises(TwoDError, match="gated.*--backbone dinov2-base.*--backbone colour"):
         load_extractor("dinov3-vits16")
+
+
+def test_missing_weights_hint_names_the_callers_flag():
+    """lift picks its backbone with --features, not --backbone: the hint says so."""
+    with pytest.raises(TwoDError) as err:
+        load_extractor("dinov3-vits16", flag="--features")
+    assert "use --features dinov2-base" in str(err.value) and "--features colour" in str(err.value)
+    assert "--backbone" not in str(err.value)
+
+
+@pytest.mark.parametrize("precision", PRECISIONS)
+@pytest.mark.parametrize("family", ["dinov3", "dinov2"])
+def test_every_offered_precision_loads_and_agrees_with_fp32(request, family, precision):
+    """Each precision load_extractor offers runs on CPU, keeps the weights in that dtype, returns
+    float32 features, and they point where fp32's do."""
+    assert set(typing.get_args(Precision)) == set(PRECISIONS)  # nothing offered goes untested
+    folder = request.getfixturevalue(f"tiny_{family}")
+    image = torch.rand(70, 90, 3, generator=torch.Generator().manual_seed(0))
+    reference = load_extractor(str(folder), short_side=56, device="cpu").extract([image])
+    extractor = load_extractor(str(folder), short_side=56, device="cpu", precision=precision)
+    assert next(extractor.model.parameters()).dtype == DTYPES[precision]  # type: ignore[attr-defined]
+    feats = extractor.extract([image])
+    assert feats.patches.dtype == torch.float32 and feats.patches.shape == reference.patches.shape
+    cosine = torch.nn.functional.cosine_similarity(feats.patches, reference.patches, dim=-1)
+    assert cosine.min() > 0.98
+
+
+def test_unknown_precision_is_refused():
+    with pytest.raises(TwoDError, match="precision 'int4': want one of fp32, bf16, fp16"):
+        load_extractor("colour", precision="int4")  # type: ignore[arg-type]
 
 
 def test_folder_of_another_model_is_refused(tmp_path):

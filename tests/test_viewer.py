@@ -450,6 +450,32 @@ def test_load_viewer_state_finds_lifted_features(demo, demo_dir, tmp_path):
     assert load_viewer_state(scene_dir, "colour").features.shape == (len(ids), 4)
 
 
+def test_viewer_refuses_features_lifted_from_another_scene(demo_dir, tmp_path):
+    """Same Gaussian count, other Gaussians: the manifest's scene hash no longer matches."""
+    import shutil
+
+    from omnivision.lift.store import file_hash, save_features, write_manifest_entry
+    from omnivision.scenes.errors import SceneError
+    from omnivision.scenes.io_ply import write_ply
+    from omnivision.viewer.state import load_viewer_state
+
+    scene_dir = tmp_path / "scene"
+    shutil.copytree(demo_dir, scene_dir, ignore=shutil.ignore_patterns("omnivision"))
+    ply = scene_dir / "point_cloud.ply"
+    n = len(read_ply(ply))
+    out = scene_dir / "omnivision"
+    ones = torch.ones(n)
+    save_features(out, "colour", torch.rand(n, 4), ones, ones.bool(), None, True)
+    request = {"scene_file": ply.name, "scene_hash": file_hash(ply)}
+    write_manifest_entry(out, "colour", {"request": request})
+    assert load_viewer_state(scene_dir).features_name == "colour"
+    other = read_ply(ply)
+    other.means = other.means + 0.01
+    write_ply(other, ply)
+    with pytest.raises(SceneError, match="lifted from another scene file"):
+        load_viewer_state(scene_dir)
+
+
 def test_selection_helpers_agree_with_query_selection(demo, state):
     _, ids, _ = demo
     state.query_phrase("red mug", CANONICAL_NEGATIVES)

@@ -9,6 +9,7 @@ from pathlib import Path
 import torch
 import tyro
 
+from .dino import Precision
 from .features import TwoDError
 
 
@@ -62,6 +63,8 @@ class LocalizeCommand:
     """Cosine similarity threshold; default: Otsu's threshold per image."""
     short_side: int = 448
     """Short side (pixels) the backbone sees."""
+    precision: Precision = "fp32"
+    """dtype of the DINO backbone's weights and activations (bf16/fp16 halve its memory)."""
     top_k: int = 20
     """Most instances kept per image."""
     device: str | None = None
@@ -81,7 +84,7 @@ def localize_main(argv: list[str], prog: str) -> int:
     from tqdm import tqdm
 
     from .extractors import load_extractor
-    from .io import CocoWriter, heatmap_rgb, list_images, overlay, read_image, save_png
+    from .io import CocoWriter, list_images, read_image, save_detections
     from .localize import LocalizeConfig, localize, reference_vector
 
     cfg: LocalizeCommand = tyro.cli(LocalizeCommand, args=argv, prog=prog, description=DESCRIPTION)
@@ -97,7 +100,9 @@ def localize_main(argv: list[str], prog: str) -> int:
     check_inside(cfg.ref, size, clicks or corners, "reference point")
     targets = list_images(cfg.target)
     device = cfg.device or ("cuda" if torch.cuda.is_available() else "cpu")
-    extractor = load_extractor(cfg.backbone, short_side=cfg.short_side, device=device)
+    extractor = load_extractor(
+        cfg.backbone, short_side=cfg.short_side, device=device, precision=cfg.precision
+    )
     sam = None
     if cfg.sam.lower() != "none":
         from .sam import load_sam2
@@ -110,16 +115,7 @@ def localize_main(argv: list[str], prog: str) -> int:
     for path in tqdm(targets, desc="localize", unit="img", disable=len(targets) == 1):
         image = read_image(path)
         found = localize(reference, extractor.extract([image]), config, image=image, sam=sam)
-        stem = path.stem
-        labels = [f"{s:.2f}" for s in found.scores.tolist()]
-        save_png(cfg.out / f"{stem}_overlay.png", overlay(image, found.masks, found.boxes, labels))
-        save_png(cfg.out / f"{stem}_heatmap.png", heatmap_rgb(found.heatmap))
-        for k, mask in enumerate(found.masks):
-            save_png(cfg.out / f"{stem}_mask_{k:02d}.png", mask.numpy().astype("uint8") * 255)
-        coco.add(
-            path.name, (image.shape[0], image.shape[1]), found.boxes, found.scores, found.masks
-        )
-        total += len(found)
+        total += save_detections(cfg.out, path, image, found, found.heatmap, coco)
     coco.write(cfg.out / "detections.json")
     print(
         f"found {total} instance(s) in {len(targets)} image(s); wrote {cfg.out}/ (overlays, heatmaps, masks, detections.json)"

@@ -10,6 +10,7 @@ import torch
 import tyro
 
 from .clip import DEFAULT_CLIP, DEFAULT_PRETRAINED
+from .dino import Precision
 from .features import TwoDError
 
 
@@ -62,6 +63,8 @@ class TrainBridgeCommand:
     """Keep the temperature fixed instead of learning it."""
     short_side: int = 448
     """Short side (pixels) the backbone sees."""
+    precision: Precision = "fp32"
+    """dtype of the DINO backbone's weights and activations (bf16/fp16 halve its memory)."""
     sam: str = "none"
     """SAM 2 for the held-out mIoU (masks from the heatmap's peak box): hub id, checkpoint .pt (with --sam-config)
     or `none` (mIoU of the thresholded heatmap)."""
@@ -125,7 +128,9 @@ def train_bridge_main(argv: list[str], prog: str) -> int:
     )
     clip = load_clip(clip_name, pretrained, device=device)
     backbone = _local_or_name(cfg.backbone)
-    extractor = load_extractor(backbone, short_side=cfg.short_side, device=device)
+    extractor = load_extractor(
+        backbone, short_side=cfg.short_side, device=device, precision=cfg.precision
+    )
     config = BridgeConfig.for_models(
         clip,
         extractor,
@@ -196,6 +201,8 @@ class PhraseCommand:
     over the values above the median (the background)."""
     short_side: int | None = None
     """Short side (pixels) the backbone sees (default: the bridge's)."""
+    precision: Precision = "fp32"
+    """With --bridge: dtype of the DINO backbone's weights and activations (bf16/fp16 halve its memory)."""
     top_k: int = 20
     """Most instances kept per image."""
     batch_size: int = 32
@@ -251,7 +258,9 @@ class _BridgeScorer:
         # Another backbone than the bridge's is refused before any model loads.
         self.bridge = TextBridge.load(cfg.bridge, expect_backbone=backbone, device=device)
         short_side = cfg.short_side or saved.short_side
-        self.extractor = load_extractor(backbone, short_side=short_side, device=device)
+        self.extractor = load_extractor(
+            backbone, short_side=short_side, device=device, precision=cfg.precision
+        )
         with torch.no_grad():
             self.queries = self.bridge([cfg.text, *cfg.negative]).cpu()
 
@@ -275,7 +284,9 @@ class _ClipScorer:
 
         assert cfg.clip is not None
         name = _local_or_name(cfg.clip)
-        self.clip = load_clip(name, cfg.pretrained, device=device)
+        self.clip = load_clip(
+            name, cfg.pretrained, device=device, fallback="or use --bridge DIR instead of --clip"
+        )
         self.cfg, self.sam = cfg, sam
         if cfg.dense == "langsplat" and sam is None:
             raise TwoDError(
@@ -309,7 +320,7 @@ def phrase_main(argv: list[str], prog: str) -> int:
     from tqdm import tqdm
 
     from .features import joint_bilateral_upsample
-    from .io import CocoWriter, heatmap_rgb, list_images, overlay, read_image, save_png
+    from .io import CocoWriter, list_images, read_image, save_detections
     from .localize import LocalizeConfig
     from .referring import detect_in_heatmap, morph_radius
 
@@ -339,14 +350,7 @@ def phrase_main(argv: list[str], prog: str) -> int:
         found = detect_in_heatmap(heatmap, config, radius, image=image, sam=sam)
         # heatmap_rgb's scale is cosine's [-1, 1]; relevancy lives in [0, 1].
         shown = heatmap if cfg.bridge is not None else 2 * heatmap - 1
-        stem = path.stem
-        labels = [f"{s:.2f}" for s in found.scores.tolist()]
-        save_png(cfg.out / f"{stem}_overlay.png", overlay(image, found.masks, found.boxes, labels))
-        save_png(cfg.out / f"{stem}_heatmap.png", heatmap_rgb(shown))
-        for k, mask in enumerate(found.masks):
-            save_png(cfg.out / f"{stem}_mask_{k:02d}.png", mask.numpy().astype("uint8") * 255)
-        coco.add(path.name, size, found.boxes, found.scores, found.masks)
-        total += len(found)
+        total += save_detections(cfg.out, path, image, found, shown, coco)
     coco.write(cfg.out / "detections.json")
     print(
         f"found {total} instance(s) of {cfg.text.strip()!r} in {len(images)} image(s); "

@@ -10,7 +10,9 @@ from __future__ import annotations
 
 import copy
 import json
-from collections.abc import Sequence
+import logging
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -71,12 +73,36 @@ def _is_local(name: str) -> bool:
     return name.startswith("local-dir:") or Path(name).is_dir()
 
 
+@contextmanager
+def _open_clip_logs_silenced() -> Iterator[None]:
+    """open_clip reports a failed download with `logging.error` on the root logger (and, when
+    nothing configured logging, `basicConfig` first, so an `ERROR:root:` line reaches stderr);
+    our TwoDError says it in one line. Drop open_clip's root-logger records while it loads."""
+    root = logging.getLogger()
+
+    def not_open_clip(record: logging.LogRecord) -> bool:
+        return "open_clip" not in record.pathname
+
+    guard = logging.NullHandler()  # a handler on root: logging.error() skips basicConfig()
+    root.addHandler(guard)
+    root.addFilter(not_open_clip)
+    try:
+        yield
+    finally:
+        root.removeFilter(not_open_clip)
+        root.removeHandler(guard)
+
+
 def load_clip(
-    name: str = DEFAULT_CLIP, pretrained: str | None = DEFAULT_PRETRAINED, device: str | None = None
+    name: str = DEFAULT_CLIP,
+    pretrained: str | None = DEFAULT_PRETRAINED,
+    device: str | None = None,
+    fallback: str | None = None,
 ) -> ClipModel:
     """An OpenCLIP model by architecture + pretrained tag, `hf-hub:` id, or local folder. A local
     folder or `hf-hub:` id carries its own weights: `pretrained` is ignored for them, so callers
-    can pass a recorded tag unconditionally."""
+    can pass a recorded tag unconditionally. `fallback` ends the missing-weights error with what
+    the calling command offers instead, in its own flags (e.g. "or use --bridge DIR instead")."""
     import open_clip
 
     device = device or ("cuda" if torch.cuda.is_available() else "cpu")
@@ -94,15 +120,17 @@ def load_clip(
             f"unknown OpenCLIP model {name!r}: e.g. ViT-B-16, a local folder, or hf-hub:ORG/NAME"
         )
     try:
-        model, _, preprocess = open_clip.create_model_and_transforms(
-            model_name, pretrained=pretrained, device=device
-        )
+        with _open_clip_logs_silenced():
+            model, _, preprocess = open_clip.create_model_and_transforms(
+                model_name, pretrained=pretrained, device=device
+            )
     except (RuntimeError, OSError, ValueError) as err:
         if local:
             raise TwoDError(f"{model_name}: not a loadable OpenCLIP folder ({err})") from None
         raise TwoDError(
             f"OpenCLIP {name} ({pretrained}): weights not available offline ({type(err).__name__}); download "
-            "them once with network access (they are cached), pass a local folder, or use --bridge instead"
+            "them once with network access (they are cached) or pass a local folder"
+            + (f"; {fallback}" if fallback else "")
         ) from None
     normalize = next(t for t in preprocess.transforms if type(t).__name__ == "Normalize")  # type: ignore[attr-defined]
     visual: Any = model.visual

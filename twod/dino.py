@@ -56,16 +56,18 @@ def _family(model_id: str) -> Literal["dinov3", "dinov2"]:
     )
 
 
-def missing_weights_message(model_id: str) -> str:
+def missing_weights_message(model_id: str, flag: str = "--backbone") -> str:
+    """One line: how to get the weights, and the fallbacks as the calling command spells them
+    (`flag` is its option that picks the backbone: --backbone, or --features for lift)."""
     if "dinov3" in model_id.lower():
         return (
             f"{model_id}: weights not available offline. DINOv3 is gated: accept its licence on the Hugging "
             f"Face page, run `hf auth login` and `hf download {model_id}` once, or pass a local folder; "
-            "without it use --backbone dinov2-base (Apache-2.0) or --backbone colour (weight-free demo)"
+            f"without it use {flag} dinov2-base (Apache-2.0) or {flag} colour (weight-free demo)"
         )
     return (
         f"{model_id}: weights not available offline. Download once with network access "
-        f"(`hf download {model_id}`) or pass a local folder; or use --backbone colour"
+        f"(`hf download {model_id}`) or pass a local folder; or use {flag} colour"
     )
 
 
@@ -109,23 +111,19 @@ def load_dino(
     short_side: int = 448,
     device: str | None = None,
     precision: Precision = "fp32",
-    quantize: Literal["none", "int4"] = "none",
+    flag: str = "--backbone",
 ) -> DinoExtractor:
     """Load a DINOv3/DINOv2 backbone from a hub id (cached/offline as the environment allows) or
-    a local folder. `quantize="int4"` applies torchao int4 weight-only quantisation (for ViT-7B)."""
+    a local folder, its weights and activations in `precision` (features come back float32).
+    `flag` names the caller's backbone option in the missing-weights hint."""
+    if precision not in DTYPES:
+        raise TwoDError(f"precision {precision!r}: want one of {', '.join(DTYPES)}")
     model_id = resolve_model_id(name)
     family = _family(model_id)
     device = device or ("cuda" if torch.cuda.is_available() else "cpu")
     if not Path(model_id).exists() and hub_unavailable(model_id):
-        raise TwoDError(missing_weights_message(model_id))
+        raise TwoDError(missing_weights_message(model_id, flag))
     kwargs: dict = {"dtype": DTYPES[precision]}
-    if quantize == "int4":
-        try:
-            import torchao  # noqa: F401
-            from transformers import TorchAoConfig
-        except ImportError:
-            raise TwoDError("int4 quantisation needs torchao: pip install torchao") from None
-        kwargs["quantization_config"] = TorchAoConfig("int4_weight_only", group_size=128)
     try:
         if family == "dinov3":
             from transformers import DINOv3ViTModel
@@ -138,7 +136,7 @@ def load_dino(
     except OSError as err:
         if Path(model_id).exists():
             raise TwoDError(f"{model_id}: not a loadable model folder ({err})") from None
-        raise TwoDError(missing_weights_message(model_id)) from None
+        raise TwoDError(missing_weights_message(model_id, flag)) from None
     config: Any = model.config
     mean, std = _normalisation(model_id)
     return DinoExtractor(

@@ -10,12 +10,16 @@ import os
 import tempfile
 from collections.abc import Callable, Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 import torch
 from PIL import Image, ImageDraw, UnidentifiedImageError
 
 from .features import TwoDError
+
+if TYPE_CHECKING:
+    from .localize import Detections
 
 IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff"}
 
@@ -153,3 +157,25 @@ class CocoWriter:
             "categories": [{"id": 1, "name": self.category}],
         }
         return write_atomically(path, lambda tmp: tmp.write_text(json.dumps(payload)))
+
+
+def save_detections(
+    out_dir: Path,
+    image_path: Path,
+    image: torch.Tensor,
+    found: Detections,
+    heatmap: torch.Tensor,
+    coco: CocoWriter,
+) -> int:
+    """One image's outputs in `out_dir`: NAME_overlay.png (masks, boxes, scores), NAME_heatmap.png
+    (`heatmap` coloured on cosine's [-1, 1] scale), NAME_mask_KK.png; its instances added to
+    `coco`. Returns how many instances were found."""
+    stem = image_path.stem
+    labels = [f"{s:.2f}" for s in found.scores.tolist()]
+    save_png(out_dir / f"{stem}_overlay.png", overlay(image, found.masks, found.boxes, labels))
+    save_png(out_dir / f"{stem}_heatmap.png", heatmap_rgb(heatmap))
+    for k, mask in enumerate(found.masks):
+        save_png(out_dir / f"{stem}_mask_{k:02d}.png", mask.numpy().astype("uint8") * 255)
+    size = (image.shape[0], image.shape[1])
+    coco.add(image_path.name, size, found.boxes, found.scores, found.masks)
+    return len(found)

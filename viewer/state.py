@@ -43,7 +43,7 @@ from omnivision.query.queries import (
 )
 from omnivision.query.selection import Selection
 from omnivision.scenes.cameras import Cameras, intrinsics_from_fov, look_at
-from omnivision.scenes.gaussians import SH_C0, GaussianScene, quats_to_rotmats
+from omnivision.scenes.gaussians import GaussianScene, quats_to_rotmats, sh_dc_to_rgb
 from omnivision.scenes.load import Scene
 from omnivision.scenes.render import RenderConfig, render
 
@@ -634,7 +634,7 @@ class ViewerState:
 # -- helpers ---------------------------------------------------------------------------------------
 def _dc_rgb(scene: GaussianScene, index: Tensor, n0: int) -> np.ndarray:
     rgb = np.zeros((n0, 3), np.float32)
-    rgb[index.numpy()] = (0.5 + SH_C0 * scene.sh[:, 0].float()).clamp(0, 1).numpy()
+    rgb[index.numpy()] = sh_dc_to_rgb(scene.sh[:, 0].float()).clamp(0, 1).numpy()
     return rgb
 
 
@@ -708,5 +708,5 @@ def load_viewer_state(
     scene = load_scene(scene_path)
     out_dir = scene.root / "omnivision"
     name = features if features is not None else default_features(out_dir)
-    lifted = None if name is None else load_features(out_dir, name)
+    lifted = None if name is None else load_features(out_dir, name, scene.gaussians_file)
     return ViewerState(scene, lifted, name, sam=sam, sam_config=sam_config)

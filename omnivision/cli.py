@@ -35,6 +35,10 @@ COMMANDS: dict[str, tuple[str, str]] = {
         "omnivision.viewer.cli:view_main",
         "open a scene in the browser: query, select, edit, export",
     ),
+    "eval": (
+        "omnivision.eval.cli:eval_main",
+        "score lifted scenes: LERF-OVS, NVOS/SPIn-NeRF, SPair; reports; the synthetic benchmark",
+    ),
     "localize": (
         "omnivision.twod.cli:localize_main",
         "find what looks like a clicked example in images",

@@ -273,6 +273,21 @@ def object_id_features(object_ids: torch.Tensor, num_objects: int) -> torch.Tens
     return torch.nn.functional.one_hot(object_ids.long(), num_objects).float()
 
 
+def render_object_ids(
+    scene: GaussianScene, cameras: Cameras, view: int, num_objects: int | None = None
+) -> torch.Tensor:
+    """int64 (H, W): the object id covering each pixel of `view` (the largest blended one-hot
+    id feature where alpha > 0.5), -1 where nothing does. Needs `extras["object_id"]`."""
+    from .render import RenderConfig, render
+
+    ids = scene.extras["object_id"].long()
+    num = int(ids.max()) + 1 if num_objects is None else num_objects
+    out = render(scene, cameras[view], object_id_features(ids, num), RenderConfig(rgb=False))
+    assert out.features is not None
+    labels = out.features[0].argmax(-1)
+    return torch.where(out.alpha[0] > 0.5, labels, torch.full_like(labels, -1)).cpu()
+
+
 def write_demo_scene(
     folder: str | Path,
     width: int = 320,

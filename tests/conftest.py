@@ -78,3 +78,19 @@ def tiny_clip(tmp_path_factory):
 
     folder = build_tiny_clip(tmp_path_factory.mktemp("tiny_clip"))
     return folder, load_clip(str(folder), device="cpu")
+
+
+@pytest.fixture(scope="session")
+def synthetic_bench(tmp_path_factory):
+    """The synthetic benchmark run once, as `omnivision eval synthetic` runs it: demo scene,
+    labels, the tiny CLIP and bridge trained (default steps), three lifts, every run, the report.
+    (folder, {run name: metrics.json content})."""
+    from omnivision.eval.synthetic import run_synthetic
+
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)  # tiny models spin-wait on two threads of shared cores
+    try:
+        folder = tmp_path_factory.mktemp("synthetic") / "bench"
+        return folder, run_synthetic(folder, progress=False)
+    finally:
+        torch.set_num_threads(threads)

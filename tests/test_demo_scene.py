@@ -4,19 +4,14 @@ from __future__ import annotations
 
 import torch
 
-from omnivision.scenes.demo import demo_object_names, object_id_features
+from omnivision.scenes.demo import demo_object_names, object_id_features, render_object_ids
 from omnivision.scenes.io_images import read_image
 from omnivision.scenes.load import load_scene
-from omnivision.scenes.render import RenderConfig, render
 
 
-def render_object_ids(scene, view):
-    """Per-pixel object id (-1 for background) by rendering one-hot id features."""
-    names = scene.objects
-    onehot = object_id_features(scene.gaussians.extras["object_id"], max(names) + 1)
-    out = render(scene.gaussians, scene.cameras[view], onehot, RenderConfig(rgb=False))
-    ids = out.features[0].argmax(-1)
-    return torch.where(out.alpha[0] > 0.5, ids, torch.full_like(ids, -1))
+def object_ids(scene, view):
+    """Per-pixel object id (-1 for background), through the demo's own id renderer."""
+    return render_object_ids(scene.gaussians, scene.cameras, view, max(scene.objects) + 1)
 
 
 def test_demo_folder_loads_as_a_scene(demo_dir):
@@ -37,7 +32,7 @@ def test_every_object_is_seen_and_has_its_colour(demo_dir):
     colours = {o.object_id: torch.tensor(o.color) for o in demo_objects()}
     views_seeing = {k: 0 for k in scene.objects}
     for view in range(0, len(scene.cameras), 3):
-        ids = render_object_ids(scene, view)
+        ids = object_ids(scene, view)
         photo = read_image(scene.cameras.image_paths[view])
         for k in scene.objects:
             mask = ids == k
@@ -55,3 +50,17 @@ def test_demo_scene_is_deterministic(tmp_path, demo_dir):
 
     again = write_demo_scene(tmp_path / "again")
     assert (again / "point_cloud.ply").read_bytes() == (demo_dir / "point_cloud.ply").read_bytes()
+
+
+def test_demo_query_by_click_selects_the_clicked_object(demo_dir, tmp_path):
+    """`omnivision demo`'s query (query.exemplar_scores on lifted features): with exact
+    per-object features, the click on the mug selects the mug."""
+    from omnivision.demo import query_by_click
+
+    scene = load_scene(demo_dir)
+    ids = scene.gaussians.extras["object_id"]
+    features = object_id_features(ids, max(scene.objects) + 1)
+    shown = query_by_click(
+        scene.gaussians, scene.cameras, features, scene.objects, tmp_path / "q.png"
+    )
+    assert shown.image.is_file() and shown.iou > 0.99 and shown.selected == int((ids == 1).sum())

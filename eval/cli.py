@@ -111,9 +111,8 @@ def lerf_main(argv: list[str], prog: str) -> int:
 
     from omnivision.scenes.load import load_scene
 
-    from .lerf import LerfConfig, evaluate_lerf, match_frames, save_maps
+    from .lerf import LerfConfig, evaluate_lerf, match_frames
     from .lerf_labels import read_labels
-    from .runs import write_run
 
     cmd: LerfCommand = tyro.cli(LerfCommand, args=argv, prog=prog, description=LERF_DESCRIPTION)
     if cmd.smooth < 0 or cmd.majority < 0 or not 0 <= cmd.mask_threshold < 1 or cmd.tau <= 0:
@@ -144,39 +143,20 @@ def lerf_main(argv: list[str], prog: str) -> int:
     result = evaluate_lerf(
         scene.gaussians, scene.cameras, levels, text, frames, config, progress=True
     )
-    metrics = {
-        "benchmark": "lerf-ovs",
-        "scene": cmd.scene_name or scene.root.name,
-        "features": ",".join(names),
-        "text": "bridge" if cmd.bridge is not None else "clip",
-        "settings": {
-            "labels": str(cmd.labels),
-            "frames": len(frames),
-            "smooth": cmd.smooth,
-            "mask_threshold": cmd.mask_threshold,
-            "majority": cmd.majority,
-            "tau": cmd.tau,
-            "negatives": list(cmd.negatives),
-        },
-        "rows": result.rows(),
-        "chance": {"accuracy": result.chance},
+    settings = {
+        "labels": str(cmd.labels),
+        "frames": len(frames),
+        "smooth": cmd.smooth,
+        "mask_threshold": cmd.mask_threshold,
+        "majority": cmd.majority,
+        "tau": cmd.tau,
+        "negatives": list(cmd.negatives),
     }
-    per_query = [
-        {
-            "frame": q.frame,
-            "category": q.category,
-            "protocol": q.protocol,
-            "path": q.path,
-            "iou": round(q.iou, 6),
-            "hit": "" if q.hit is None else int(q.hit),
-            "x": "" if q.point is None else q.point[0],
-            "y": "" if q.point is None else q.point[1],
-            "level": q.level,
-            "chance": round(q.chance, 6),
-        }
-        for q in result.queries
-    ]
-    write_run(cmd.out, metrics, per_query, lambda tmp: save_maps(tmp / "maps", result.maps))
+    text_kind = "bridge" if cmd.bridge is not None else "clip"
+    metrics = result.metrics(
+        cmd.scene_name or scene.root.name, ",".join(names), text_kind, settings
+    )
+    result.write(cmd.out, metrics)
     print(format_rows(metrics))
     print(f"wrote {cmd.out}/metrics.json, per_query.csv, maps/ ({len(result.maps)} frames)")
     return 0
@@ -258,10 +238,10 @@ def _text_space(cmd: LerfCommand, entry: dict, name: str, device: str):
 def format_rows(metrics: dict) -> str:
     """A run's rows as a small table (percentages)."""
     lines = [f"{metrics['benchmark']} {metrics.get('scene', '')} ({metrics.get('features', '')})"]
-    lines.append(f"  {'protocol':<9}{'path':<11}{'metric':<16}{'value':>7}  queries")
+    lines.append(f"  {'protocol':<9}{'path':<14}{'metric':<16}{'value':>7}  queries")
     for row in metrics["rows"]:
         lines.append(
-            f"  {row['protocol']:<9}{row['path']:<11}{row['metric']:<16}"
+            f"  {row['protocol']:<9}{row['path']:<14}{row['metric']:<16}"
             f"{100 * row['value']:>6.1f}%  {row['count']}"
         )
     for metric, value in metrics.get("chance", {}).items():

@@ -154,6 +154,44 @@ class LerfResult:
                 return row["value"]
         raise KeyError((protocol, path, metric))
 
+    def per_query(self) -> list[dict]:
+        """per_query.csv rows: one per (frame, category, protocol, path)."""
+        return [
+            {
+                "frame": q.frame,
+                "category": q.category,
+                "protocol": q.protocol,
+                "path": q.path,
+                "iou": round(q.iou, 6),
+                "hit": "" if q.hit is None else int(q.hit),
+                "x": "" if q.point is None else q.point[0],
+                "y": "" if q.point is None else q.point[1],
+                "level": q.level,
+                "chance": round(q.chance, 6),
+            }
+            for q in self.queries
+        ]
+
+    def metrics(self, scene: str, features: str, text: str, settings: dict) -> dict:
+        """metrics.json content (eval/DESIGN.md)."""
+        return {
+            "benchmark": "lerf-ovs",
+            "scene": scene,
+            "features": features,
+            "text": text,
+            "settings": settings,
+            "rows": self.rows(),
+            "chance": {"accuracy": self.chance},
+        }
+
+    def write(self, out: Path, metrics: dict) -> Path:
+        """The run folder: metrics.json, per_query.csv, maps/ (atomically)."""
+        from .runs import write_run
+
+        return write_run(
+            out, metrics, self.per_query(), lambda tmp: save_maps(tmp / "maps", self.maps)
+        )
+
     @property
     def chance(self) -> float:
         """Mean over (frame, category) of a random pixel's box-hit probability."""

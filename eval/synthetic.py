@@ -243,10 +243,9 @@ def run_synthetic(
     from omnivision.scenes.load import load_scene
 
     from .cli import lerf_main
-    from .lerf import LerfConfig, Level, evaluate_lerf, save_maps
+    from .lerf import LerfConfig, Level, evaluate_lerf
     from .lerf_labels import read_labels
     from .report import report_main
-    from .runs import write_run
     from .seg3d import seg3d_main
     from .train_clip import CATEGORIES
 
@@ -284,29 +283,8 @@ def run_synthetic(
         read_labels(paths["labels"]),
         LerfConfig(smooth=SMOOTH),
     )
-    write_run(
-        runs / "oracle",
-        {
-            "benchmark": "lerf-ovs",
-            "scene": "demo",
-            "features": "oracle-ids",
-            "text": "oracle",
-            "settings": {"smooth": SMOOTH},
-            "rows": oracle.rows(),
-            "chance": {"accuracy": oracle.chance},
-        },
-        [
-            {
-                "frame": q.frame,
-                "category": q.category,
-                "protocol": q.protocol,
-                "path": q.path,
-                "iou": round(q.iou, 6),
-                "hit": "" if q.hit is None else int(q.hit),
-            }
-            for q in oracle.queries
-        ],  # fmt: skip
-        lambda tmp: save_maps(tmp / "maps", oracle.maps),
+    oracle.write(
+        runs / "oracle", oracle.metrics("demo", "oracle-ids", "oracle", {"smooth": SMOOTH})
     )
     for bench in ("nvos", "spinnerf"):
         seg3d_main(

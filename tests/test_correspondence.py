@@ -239,3 +239,24 @@ def test_matcher_beats_random_on_a_real_photo_warped_by_a_known_homography():
     chance = pck(random_points, gt, (0, 0, w, h)).pck
     assert matcher >= 0.65, (matcher, chance)
     assert matcher >= chance + 0.5, (matcher, chance)
+
+
+def test_eval_spair_writes_a_run_with_the_pck_of_evaluate_pck(spair_root, tmp_path, capsys):
+    """`omnivision eval spair`: the run's per-pair PCK is evaluate_pck's (here 0 / 0.75 / 1 for
+    the three pairs: the dog image matched to itself transfers both keypoints)."""
+    from omnivision.cli import main
+    from omnivision.twod.extractors import load_extractor
+
+    run = tmp_path / "run"
+    args = ["eval", "spair", str(spair_root), "--backbone", "colour", "--short-side", "64"]
+    assert main([*args, "--out", str(run)]) == 0
+    metrics = json.loads((run / "metrics.json").read_text())
+    rows = {r["path"]: r for r in metrics["rows"]}
+    direct = evaluate_pck(load_extractor("colour", short_side=64), SPairDataset(spair_root))
+    assert rows["per-pair"]["value"] == pytest.approx(direct.mean)
+    assert rows["per-keypoint"]["value"] == pytest.approx(direct.per_keypoint)
+    per_pair = (run / "per_query.csv").read_text().splitlines()
+    assert len(per_pair) == 1 + 3 and "000003-dog_a-dog_a:dog,1.0" in per_pair
+    assert main([*args, "--alpha", "0", "--out", str(tmp_path / "bad")]) == 2
+    assert "--alpha must be in (0, 1]" in capsys.readouterr().err
+    assert not (tmp_path / "bad").exists()

@@ -1,7 +1,7 @@
 """Benchmark eval/: seconds per frame of the LERF-OVS protocols, and the synthetic benchmark.
 
     python bench/eval.py             # the protocol cases at N = 1M, 986x728, D = 512
-    python bench/eval.py --quick     # N = 50k, 320x240 (a smoke test, ~2 min on 2 cores)
+    python bench/eval.py --quick     # N = 50k, 320x240 (a smoke test)
     python bench/eval.py --case synthetic-e2e   # the whole synthetic benchmark once (minutes)
 
 Scene: bench/query.py's random cloud of N Gaussians (SH degree 3), one orbit camera at the

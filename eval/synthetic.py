@@ -47,9 +47,9 @@ def outer_polygon(part: np.ndarray) -> list[tuple[float, float]]:
     """The outer contour of one connected part, (x, y) pixel vertices: the 0.75 level line of the
     mask (a quarter pixel inside the boundary between pixel centres), shifted by +0.5, so that
     filling the polygon as LangSplat does (integer-truncated vertices) gives back the part's
-    pixels exactly along straight edges (measured on the demo's evaluation views: IoU 1.000 for
-    parts without holes; a polygon cannot hold a hole, so the torus's and the mug's openings are
-    labelled as object, as a person drawing the polygon would)."""
+    pixels exactly for parts without holes (tests/test_eval_lerf.py); a polygon cannot hold a
+    hole, so the torus's and the mug's openings are labelled as object, as a person drawing the
+    polygon would."""
     from contourpy import LineType, contour_generator
 
     padded = np.pad(part.astype(np.float64), 1)

@@ -27,11 +27,11 @@ first and written last, so a folder holding one is complete.
 the argmax of its relevancy (or bridge cosine) map inside the object's box / mask.
 `negatives_beaten` checks the object crops themselves against LERF's canonical negatives.
 
-Measured (tests/test_eval_train.py, 100 training steps, seeds 0-2): on the 6 eval views x 10
-phrases (60 queries; an object's box covers 2.2% of the image on average, the chance level),
-LERF relevancy on `lerf_features` points into the box for 96.7%, on mask crops of the rendered
+Measured (tests/test_eval_train.py, the default 200 training steps, seed 0): on the 6 eval views
+x 10 phrases (60 queries; an object's box covers 2.2% of the image on average, the chance level),
+LERF relevancy on `lerf_features` points into the box for 100%, on mask crops of the rendered
 object masks (LangSplat with the true masks for SAM's) for 100%; the phrase beats every canonical
-negative on 96.7% of object box and mask crops; the bridge on `colour` features points right for
+negative on 98.3% of object box and mask crops; the bridge on `colour` features points right for
 93.3% (the white plate loses to white background beside the table's edge in the two high views).
 """
 
@@ -102,8 +102,8 @@ SCENE_CLIP_CONFIG: dict[str, Any] = {
 }
 """OpenCLIP `CLIP(**config)`: a 32-pixel ViT of 8-pixel patches (16 tokens) and a 16-token text
 tower with the standard vocabulary, so `open_clip.get_tokenizer` works on the saved folder. Colour
-and coarse shape tell the demo's objects apart; a 128-crop step costs 0.18 s on one busy core
-against 0.74 s at 64 pixels, so 32 pixels buys 4 times the steps."""
+and coarse shape tell the demo's objects apart, and a step at 32 pixels costs about a quarter of
+one at 64 (the patch count), so 32 pixels buys more steps."""
 PREPROCESS = {
     "mean": [0.48145466, 0.4578275, 0.40821073],
     "std": [0.26862954, 0.26130258, 0.27577711],
@@ -399,8 +399,8 @@ def train_scene_clip(
     model of the same fingerprint. Deterministic for a seed (on one machine and thread count).
 
     `threads`: torch threads while training (restored after; None keeps the caller's). One is
-    the default because the tiny model's threads spin-wait on shared cores: the default 500
-    steps took 151 s on one thread and 765 s on two, with other jobs on the 2 cores."""
+    the default because the tiny model's threads spin-wait on shared cores (two threads ran
+    several times slower than one while other jobs shared the 2 cores)."""
     from safetensors.torch import save_file
 
     from omnivision.twod.io import write_atomically

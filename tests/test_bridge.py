@@ -146,17 +146,20 @@ def test_bridge_points_at_the_named_shape_on_held_out_images(trained, scenes, ti
     Chance: a random point hits the target with probability = its area fraction (measured 0.052);
     picking one of the image's 3-4 shapes at random hits 0.30 on average, and the untrained bridge
     measured 0.28. Measured after training: pointing accuracy 1.00 (already after 100 steps), mIoU
-    of the heatmap's peak region 0.71. Asserted: accuracy >= 0.85 (> 2.5x the shape-level chance,
-    > 15x the area chance), mIoU >= 0.4, untrained < 0.6."""
+    of the heatmap's peak region 0.71; untrained 0.28 (15 / 53). Training is seeded and runs on one
+    thread, but float summation order differs between BLAS builds, so each threshold leaves about
+    two phrases of room: accuracy >= 0.96 (measured 1.00 = 53 / 53; 51 / 53 = 0.962 still passes),
+    mIoU >= 0.68 (measured 0.71, margin 0.03), untrained <= 0.33 (measured 0.28, margin 0.05 =
+    about 2.5 phrases)."""
     result, extractor = trained
     held_out = scenes[1]
     scores = result.final
     assert scores is not None and scores.pairs == len(held_out)
     shapes_per_image = len(held_out) / len({p.image for p in held_out})
     assert scores.chance < 0.1 and 1 / shapes_per_image < 0.35
-    assert scores.pointing_accuracy >= 0.85, result.history
+    assert scores.pointing_accuracy >= 0.96, result.history  # measured 1.00
     assert scores.pointing_accuracy > 2.5 / shapes_per_image
-    assert scores.miou >= 0.4
+    assert scores.miou >= 0.68, scores.miou  # measured 0.71
     assert result.steps == 300 and len(result.history) == 3
     # Features were computed once per image, not once per epoch.
     assert result.images_encoded == extractor.calls == 48 + 16
@@ -166,7 +169,8 @@ def test_bridge_points_at_the_named_shape_on_held_out_images(trained, scenes, ti
         TrainConfig(epochs=1, batch_size=32, steps_per_epoch=1, lr=0.0, device="cpu"),
         held_out, progress=False,
     ).final  # fmt: skip
-    assert untrained is not None and untrained.pointing_accuracy < 0.6
+    assert untrained is not None
+    assert untrained.pointing_accuracy <= 0.33, untrained.pointing_accuracy  # measured 0.28
 
 
 def test_phrase_vectors_are_unit_norm_and_score_every_patch(trained, scenes):

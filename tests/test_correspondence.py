@@ -209,7 +209,9 @@ def test_matcher_beats_random_on_a_real_photo_warped_by_a_known_homography():
     Measured with the colour backend at short side 448: PCK@0.1 (threshold 80 px, the full target
     image) 0.84 for the matcher (0.88 with nearest sampling; refine_radius=1 the same), 0.04 for
     uniform random points with seed 0 (seeds 0-4: 0.04, 0.10, 0.08, 0.00, 0.06; chance is about
-    pi * 80^2 / (800 * 534) = 0.05). Thresholds leave room for changes to the colour backend.
+    pi * 80^2 / (800 * 534) = 0.05). Deterministic (fixed warp, fixed extractor, seeded random
+    points), so the thresholds sit 2 points below the measured values: matcher >= 0.82 (measured
+    0.84, i.e. at most one of the 42 hits may be lost), random points <= 0.06 (measured 0.04).
     """
     image = read_image(shared_data("images", "groceries.jpg"))
     h, w = image.shape[:2]
@@ -237,8 +239,8 @@ def test_matcher_beats_random_on_a_real_photo_warped_by_a_known_homography():
         len(gt), 2, generator=torch.Generator().manual_seed(0)
     ) * torch.tensor([w, h])
     chance = pck(random_points, gt, (0, 0, w, h)).pck
-    assert matcher >= 0.65, (matcher, chance)
-    assert matcher >= chance + 0.5, (matcher, chance)
+    assert matcher >= 0.82, (matcher, chance)  # measured 0.84, margin 0.02
+    assert chance <= 0.06, (matcher, chance)  # measured 0.04 (seed 0), margin 0.02
 
 
 def test_eval_spair_writes_a_run_with_the_pck_of_evaluate_pck(spair_root, tmp_path, capsys):

@@ -158,6 +158,22 @@ def oracle_result(demo_dir, demo_labels):
     )
 
 
+def test_label_polygons_give_back_the_rendered_parts(demo_dir, demo_labels):
+    """Filled as LangSplat fills them, the written polygons give back each part's pixels exactly
+    where the part has no hole (the box in view 1); the mug's handle loop and the torus's hole are
+    filled, as a polygon cannot hold one (measured IoU 0.989 and 0.984; asserted > 0.98)."""
+    from omnivision.scenes.demo import render_object_ids
+    from omnivision.scenes.load import load_scene
+
+    scene = load_scene(demo_dir)
+    ids = render_object_ids(scene.gaussians, scene.cameras, 1, 8).numpy()
+    frame = read_label_file(demo_labels / "view_001.json")
+    assert np.array_equal(frame.categories["blue box"].mask(240, 320), ids == 2)
+    for category in ("red mug", "purple torus"):
+        filled, part = frame.categories[category].mask(240, 320), ids == CATEGORIES[category]
+        assert (filled >= part).all() and iou(filled, part) > 0.98, category
+
+
 def test_labels_written_from_the_demo_ids_read_back(demo_labels):
     frames = read_labels(demo_labels)
     assert [f.name for f in frames] == ["view_001.png", "view_013.png"]

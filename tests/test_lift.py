@@ -66,12 +66,18 @@ def test_fast_lift_matches_the_autograd_reference():
 
 
 def test_oracle_labels_lift_to_the_true_object(demo):
-    """Measured on the demo scene: 99.7% weight-averaged (99.4% of seen Gaussians)."""
+    """Two accuracies over the seen Gaussians (all of them here: coverage 1.0), measured on the
+    demo scene: weight-averaged (each Gaussian counted by its total lift weight, so the small or
+    faint ones that barely show in any view count little) 0.9976, and per Gaussian (each counted
+    once) 0.9603. The lift is deterministic (oracle labels rendered and lifted), so both are
+    asserted about a point below the measurement: weighted >= 0.99 (margin 0.008), per Gaussian
+    >= 0.95 (margin 0.010)."""
     scene, ids, num, maps = demo
     result = lift_labels(scene, maps, num)
     weighted, plain = weighted_accuracy(result, ids)
     assert result.coverage > 0.95
-    assert weighted >= 0.98, (weighted, plain)
+    assert weighted >= 0.99, (weighted, plain)  # weight-averaged: measured 0.9976
+    assert plain >= 0.95, (weighted, plain)  # per Gaussian: measured 0.9603
 
 
 def block_noise(label_map, rate, block, num, generator):
@@ -91,8 +97,7 @@ def block_noise(label_map, rate, block, num, generator):
 
 def test_label_noise_is_repaired_by_diffusion(demo):
     """20% of label pixels replaced in random 8x8 blocks. Measured over seen Gaussians: clean 0.960,
-    lifting alone 0.952, + diffusion (20 iterations, RGB-similarity graph) 0.959. Refinement
-    (lift.refine, Adam lr 0.02) does not help here: 0.931 after 100 steps, 0.851 after 300."""
+    lifting alone 0.952, + diffusion (20 iterations, RGB-similarity graph) 0.959."""
     scene, ids, num, maps = demo
     g = torch.Generator().manual_seed(0)
     noisy = [block_noise(m, 0.2, 8, num, g) for m in maps]

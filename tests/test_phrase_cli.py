@@ -112,7 +112,6 @@ def test_phrase_with_sam2_masks_over_a_folder(bridge_dir, scene, tmp_path, capsy
 def test_phrase_with_dense_clip_runs_end_to_end(tiny_clip, scene, tmp_path, capsys):
     """The CLIP path (LERF-style dense features, relevancy against the canonical negatives and
     --negative) with the tiny random CLIP: outputs are written; what it finds is meaningless."""
-    pytest.importorskip("omnivision.twod.clip_dense", reason="clip_dense not merged yet")
     path, _ = scene
     code = phrase(
         "--text", "red square", "--negative", "grey floor", "--image", str(path),

@@ -113,6 +113,13 @@ def test_oracle_mask_prompt_with_multiview_refinement_selects_the_object(lifted,
     assert iou(refined, truth) >= iou(single, truth)
 
 
+# IoU with the object, measured (deterministic: oracle mask, fixed graph and lift): alone
+# mug 0.486, box 0.458, ball 0.516, torus 0.494; diffused mug 0.971, box 0.891, ball 0.987,
+# torus 0.935. Asserted: alone <= measured + 0.03, diffused >= measured - 0.03.
+ONE_VIEW_ALONE_MAX = {1: 0.51, 2: 0.49, 3: 0.54, 5: 0.52}
+ONE_VIEW_DIFFUSED_MIN = {1: 0.94, 2: 0.86, 3: 0.96, 5: 0.90}
+
+
 @pytest.mark.parametrize("obj", OBJECTS)
 def test_one_view_mask_with_diffusion_selects_the_hidden_side_too(lifted, obj):
     """One oracle mask on view 0, no refinement: lifting alone selects the visible side only;
@@ -128,8 +135,8 @@ def test_one_view_mask_with_diffusion_selects_the_hidden_side_too(lifted, obj):
     diffused = mask_prompt_scores(
         scene.gaussians, scene.cameras, 0, mask, graph=graph, features=features
     )
-    assert iou(alone, truth) < 0.6
-    assert iou(diffused > 0.5, truth) >= 0.85, iou(diffused > 0.5, truth)
+    assert iou(alone, truth) <= ONE_VIEW_ALONE_MAX[obj], iou(alone, truth)
+    assert iou(diffused > 0.5, truth) >= ONE_VIEW_DIFFUSED_MIN[obj], iou(diffused > 0.5, truth)
 
 
 @pytest.mark.parametrize(

@@ -140,11 +140,30 @@ def test_recolor_changes_only_the_selection(scene_dir, tmp_path, capsys):
     assert torch.equal(edited.means, scene.gaussians.means)
 
 
+# Measured IoU with the object over the extracted Gaussians (deterministic: oracle masks, fixed
+# graph): alone mug 0.486, box 0.458, torus 0.494; diffused with colour edges mug 0.996, box
+# 0.994, torus 0.993. Asserted: alone <= measured + 0.03, diffused >= measured - 0.03.
+ALONE_MAX = {1: 0.51, 2: 0.49, 5: 0.52}
+DIFFUSED_MIN = {1: 0.96, 2: 0.96, 5: 0.96}
+
+
 def test_oracle_mask_prompt_selects_the_object(scene_dir, tmp_path, capsys):
     """A 2D mask (the rendered object id) on view 0, lifted: its visible part alone, and with
-    --diffuse the whole object (IoU >= 0.9)."""
-    scene = load_scene(scene_dir)
+    --diffuse the whole object. The diffusion edges are weighted by the Gaussians' own colours
+    (SH DC as features "rgb"), not by the planted one-hot ids, which would give it the answer."""
+    from omnivision.scenes.gaussians import sh_dc_to_rgb
+
+    root = tmp_path / "scene"
+    shutil.copytree(scene_dir, root)
+    scene = load_scene(root)
     ids = scene.gaussians.extras["object_id"].long()
+    n = len(ids)
+    colours = sh_dc_to_rgb(scene.gaussians.sh[:, 0]).float()
+    save_features(
+        root / "omnivision", "rgb", colours, torch.ones(n), torch.ones(n, dtype=torch.bool),
+        None, False,
+    )  # fmt: skip
+    write_manifest_entry(root / "omnivision", "rgb", {"request": {"features": "rgb"}, "dims": 3})
     out = render(
         scene.gaussians, scene.cameras[0], object_id_features(ids, 8), RenderConfig(rgb=False)
     )
@@ -154,24 +173,33 @@ def test_oracle_mask_prompt_selects_the_object(scene_dir, tmp_path, capsys):
         path = save_image(
             tmp_path / f"mask{obj}.png", (mask[..., None] * 255).repeat(3, -1).astype(np.uint8)
         )
+        # Gaussians hidden from view 0 (the far side) cannot be lifted from one view: alone the
+        # mask selects the front part of the object only.
+        front = tmp_path / f"front{obj}.ply"
         code, stdout, err = run(
-            capsys, str(scene_dir), "--mask", f"0:{path}", "--refine-views", "0"
-        )
-        assert code == 0, err
-        # Gaussians hidden from view 0 (the far side) cannot be lifted from one view; the
-        # front-facing part is what the mask can select.
-        alone = selected_count(stdout)
-        assert alone > 0.3 * int((ids == obj).sum())
-        # --diffuse: the hidden side takes its seen neighbours' scores, then graph diffusion
-        # (edges weighted by the lifted features): the whole object.
-        target = tmp_path / f"object{obj}.ply"
-        code, stdout, err = run(
-            capsys, str(scene_dir), "--mask", f"0:{path}", "--refine-views", "0",
-            "--diffuse", "50", "--then", "extract", "--out", str(target),
+            capsys, str(root), "--mask", f"0:{path}", "--refine-views", "0",
+            "--then", "extract", "--out", str(front),
         )  # fmt: skip
         assert code == 0, err
-        assert "(ids features)" in stdout and selected_count(stdout) > alone
-        assert extracted_iou(target, ids, obj) >= 0.9, (obj, extracted_iou(target, ids, obj))
+        alone = selected_count(stdout)
+        front_ids = read_ply(front).extras["object_id"].long()
+        alone_iou = extracted_iou(front, ids, obj)
+        # --diffuse: the hidden side takes its seen neighbours' scores, then graph diffusion
+        # (edges weighted by the colour features): the whole object.
+        target = tmp_path / f"object{obj}.ply"
+        code, stdout, err = run(
+            capsys, str(root), "--mask", f"0:{path}", "--refine-views", "0",
+            "--diffuse", "50", "--features", "rgb", "--then", "extract", "--out", str(target),
+        )  # fmt: skip
+        assert code == 0, err
+        diffused_iou = extracted_iou(target, ids, obj)
+        # alone: the front only, nearly all of it the object (measured precision 0.990 mug,
+        # 0.982 box, 0.992 torus; >= 0.97 leaves 1-2 points), IoU <= measured + 0.03 (fails if
+        # one view lifted the hidden side too)
+        assert float((front_ids == obj).float().mean()) >= 0.97, obj
+        assert alone_iou <= ALONE_MAX[obj], (obj, alone_iou)
+        assert "(rgb features)" in stdout and selected_count(stdout) > alone
+        assert diffused_iou >= DIFFUSED_MIN[obj], (obj, diffused_iou)
 
 
 def test_sam_prompt_runs_with_a_tiny_sam2(scene_dir, tmp_path, capsys):
@@ -184,10 +212,15 @@ def test_sam_prompt_runs_with_a_tiny_sam2(scene_dir, tmp_path, capsys):
     code, stdout, err = run(
         capsys, str(scene_dir), "--sam", f"0:{x},{y}", "--sam-negative", "0:5,5",
         "--sam-model", str(checkpoint), "--sam-config", str(config), "--refine-views", "2",
-        "--preview", "0", str(tmp_path / "sam.png"),
+        "--preview", "0", str(tmp_path / "sam.png"), "--then", "extract",
+        "--out", str(tmp_path / "sam.ply"),
     )  # fmt: skip
     assert code == 0, err
-    assert 0 <= selected_count(stdout) <= len(scene.gaussians)
+    count = selected_count(stdout)
+    # The random tiny SAM 2 (seed 0) masks a small blob: measured 382 of 29298 Gaussians (1.3%).
+    # Neither nothing nor everything, and the reported count is what the edit received.
+    assert 0 < count <= 0.05 * len(scene.gaussians), count
+    assert len(read_ply(tmp_path / "sam.ply")) == count
     assert (tmp_path / "sam.png").is_file()
 
 
@@ -347,7 +380,8 @@ def test_query_text_command_uses_the_lifts_clip(clip_scene, capsys, tmp_path, sc
 
 def test_query_text_through_a_text_bridge_on_dino_like_features(clip_scene, capsys, tmp_path):
     """--bridge: the phrase goes through a (random, saved and reloaded) text bridge into the
-    features' space and scores by cosine; the named object's Gaussians score highest."""
+    features' space and scores by cosine; the named object's Gaussians are selected (with others:
+    the bridge is untrained)."""
     from omnivision.twod.bridge import BridgeConfig, TextBridge
 
     root, names, ids, _, clip = clip_scene
@@ -355,6 +389,7 @@ def test_query_text_through_a_text_bridge_on_dino_like_features(clip_scene, caps
     config = BridgeConfig(
         str(tiny_clip_folder(clip_scene)), None, "colour", clip.embed_dim, 8, hidden_dim=16
     )
+    torch.manual_seed(0)  # the random bridge's weights; unseeded, the selection varied run to run
     bridge = TextBridge(clip, config)
     bridge.save(folder)
     with torch.no_grad():
@@ -374,8 +409,12 @@ def test_query_text_through_a_text_bridge_on_dino_like_features(clip_scene, caps
     assert code == 0, err
     assert "colour features" in stdout
     extracted = read_ply(target).extras["object_id"].long()
-    # every Gaussian of the named object is selected (cosine ~1 to its own bridged name)
-    assert int((extracted == 1).sum()) == int((ids == 1).sum())
+    # Measured (seed 0): 3477 of the mug's 3482 Gaussians selected (0.9986), but this random bridge
+    # also selects other objects: 13650 extracted, IoU 0.255. Extracting the whole scene (29298)
+    # would give IoU 0.119. Deterministic, so hits >= 0.98 of the mug (margin 0.019) and
+    # IoU >= 0.23 (margin 0.025).
+    assert int((extracted == 1).sum()) >= 0.98 * int((ids == 1).sum())
+    assert extracted_iou(target, ids, 1) >= 0.23, extracted_iou(target, ids, 1)
 
 
 def tiny_clip_folder(clip_scene) -> str:
@@ -423,6 +462,7 @@ def _bridge_for(clip_scene, backbone: str, dim: int = 8) -> tuple:
         backbone_source=backbone, hidden_dim=16,
     )  # fmt: skip
     torch.manual_seed(0)
+    torch.manual_seed(0)  # the random bridge's weights; unseeded, the selection varied run to run
     bridge = TextBridge(clip, config)
     bridge.save(folder)
     return folder, bridge

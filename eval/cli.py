@@ -129,8 +129,8 @@ def lerf_main(argv: list[str], prog: str) -> int:
         )
     match_frames(frames, scene.cameras)  # every frame has a camera, before any model loads
     device = cmd.device or ("cuda" if torch.cuda.is_available() else "cpu")
-    levels, entry, names = _levels(scene, cmd.features)
-    text = _text_space(cmd, entry, names[0], device)
+    levels, first, names = _levels(scene, cmd.features)
+    text = _text_space(cmd, first, names[0], device)
     config = LerfConfig(
         smooth=cmd.smooth,
         mask_threshold=cmd.mask_threshold,
@@ -179,7 +179,7 @@ def _levels(scene, features: str | None):
             "no lifted features: run omnivision-lift SCENE_DIR --features clip-pyramid first",
         )
     known = available_features(folder)
-    levels, entry = [], {}
+    levels, first = [], None
     for name in names:
         if name not in known:
             raise SceneError(
@@ -194,45 +194,19 @@ def _levels(scene, features: str | None):
                 "lifted from another scene (re-run omnivision-lift)",
             )
         levels.append(Level(name, lifted.features, lifted.pca))
-        entry = entry or lifted.entry
-    return levels, entry, names
+        first = first or lifted
+    return levels, first, names
 
 
-def _text_space(cmd: LerfCommand, entry: dict, name: str, device: str):
-    request = entry.get("request", {})
-    if cmd.bridge is not None:
-        from omnivision.twod.bridge import TextBridge
+def _text_space(cmd: LerfCommand, lifted, name: str, device: str):
+    from omnivision.query.cli import text_encoder
 
-        bridge = TextBridge.load(cmd.bridge, device=device)
-        backbone = request.get("features", name)
-        if not bridge.config.matches_backbone(backbone):
-            raise SceneError(
-                cmd.bridge,
-                f"bridge trained for backbone {bridge.config.backbone!r}, but features {name!r} "
-                f"come from {backbone!r}",
-            )
-
-        def bridged(phrases):
-            import torch
-
-            with torch.inference_mode():
-                return bridge(list(phrases)).float().cpu()
-
-        return bridged
-    clip_name = cmd.clip or request.get("clip")
-    if clip_name is None:
-        raise SceneError(
-            cmd.scene / "omnivision",
-            f"features {name!r} are not CLIP features: give --bridge DIR (a text bridge for "
-            "them) or lift CLIP ones (omnivision-lift SCENE_DIR --features clip-pyramid)",
-        )
-    from omnivision.twod.clip import load_clip
-
-    pretrained = cmd.clip_pretrained if cmd.clip else request.get("clip_pretrained")
     fallback = (
         "pass a local OpenCLIP folder with --clip, or score DINO/colour features with --bridge"
     )
-    return load_clip(clip_name, pretrained, device, fallback=fallback).encode_text
+    return text_encoder(
+        lifted, name, cmd.bridge, cmd.clip, cmd.clip_pretrained, device, fallback=fallback
+    )
 
 
 def format_rows(metrics: dict) -> str:

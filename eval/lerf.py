@@ -56,7 +56,7 @@ from omnivision.scenes.cameras import Cameras
 from omnivision.scenes.errors import SceneError
 from omnivision.scenes.gaussians import GaussianScene
 from omnivision.scenes.render import RenderConfig, render
-from omnivision.twod.clip_dense import CANONICAL_NEGATIVES, relevancy
+from omnivision.twod.clip_dense import CANONICAL_NEGATIVES
 
 from .lerf_labels import LabelError, LabelFrame
 
@@ -306,35 +306,39 @@ def _rendered(
     return out.features[0].cpu(), out.alpha[0].cpu()
 
 
-def _pixel_relevancy(
-    blended: Tensor, alpha: Tensor, level: Level, texts: Tensor, config: LerfConfig
-) -> np.ndarray:
-    """(Q, H, W) relevancy of the rendered features (the `features` path); `blended` (H, W, E)."""
-    image = blended / alpha[..., None].clamp_min(1e-6)
-    if level.pca is not None:
-        image = image @ level.pca.components.float().T + level.pca.mean.float()
-    queries, negatives = texts[: -len(config.negatives)], texts[-len(config.negatives) :]
-    maps = np.stack([relevancy(image, q, negatives, config.tau).numpy() for q in queries])
-    maps = maps.astype(np.float64)
-    maps[:, (alpha < EMPTY_ALPHA).numpy()] = EMPTY_RELEVANCY
-    return maps
-
-
-def _gaussian_relevancy(level: Level, texts: Tensor, config: LerfConfig) -> Tensor:
-    """(Q, N) per-Gaussian relevancy (one pass for the negatives' part, then one mv each)."""
-    index = PhraseIndex(level.features, level.pca)
+def _relevancy(
+    features: Float[Tensor, "M E"], pca: PCA | None, texts: Tensor, config: LerfConfig
+) -> Float[Tensor, "Q M"]:
+    """Relevancy of M feature rows (Gaussians or pixels) to each query of `texts` ([queries,
+    negatives]): one `PhraseIndex` pass for the negatives' part, then one mv per query;
+    PCA-stored rows are scored from their coefficients."""
+    index = PhraseIndex(features, pca)
     negatives = texts[-len(config.negatives) :]
     return torch.stack(
         [index.relevancy(q, negatives, config.tau) for q in texts[: -len(negatives)]]
     )
 
 
+def _with_empty(maps: Tensor, alpha: Tensor) -> np.ndarray:
+    """(Q, H, W) float64 with the pixels that show no surface set to `EMPTY_RELEVANCY`."""
+    out = maps.numpy().astype(np.float64)
+    out[:, (alpha < EMPTY_ALPHA).numpy()] = EMPTY_RELEVANCY
+    return out
+
+
+def _pixel_relevancy(
+    blended: Tensor, alpha: Tensor, level: Level, texts: Tensor, config: LerfConfig
+) -> np.ndarray:
+    """(Q, H, W) relevancy of the rendered features (the `features` path); `blended` (H, W, E)
+    (PCA coefficients for a PCA-stored level)."""
+    H, W, E = blended.shape
+    image = (blended / alpha[..., None].clamp_min(1e-6)).reshape(H * W, E)
+    return _with_empty(_relevancy(image, level.pca, texts, config).reshape(-1, H, W), alpha)
+
+
 def _scalar_relevancy(blended: Tensor, alpha: Tensor) -> np.ndarray:
     """(Q, H, W) per-Gaussian relevancy rendered as channels (the `scalar` path); `blended` (H, W, Q)."""
-    maps = (blended / alpha[..., None].clamp_min(1e-6)).permute(2, 0, 1).numpy()
-    maps = maps.astype(np.float64)
-    maps[:, (alpha < EMPTY_ALPHA).numpy()] = EMPTY_RELEVANCY
-    return maps
+    return _with_empty((blended / alpha[..., None].clamp_min(1e-6)).permute(2, 0, 1), alpha)
 
 
 def selection_masks(blended: Tensor) -> np.ndarray:
@@ -395,7 +399,7 @@ def evaluate_lerf(
         texts = text([*categories, *config.negatives])
         truths = [frame.categories[c].mask(H, W) for c in categories]
         boxes = [frame.categories[c].boxes for c in categories]
-        gaussian_scores = [_gaussian_relevancy(level, texts, config) for level in levels]
+        gaussian_scores = [_relevancy(lv.features, lv.pca, texts, config) for lv in levels]
         # the 3D protocol takes, per query, the level with the largest per-Gaussian relevancy
         picks = [int(np.argmax([float(s[k].max()) for s in gaussian_scores])) for k in range(Q)]
         selected = torch.stack(

@@ -12,6 +12,31 @@ from pathlib import Path
 from typing import Any
 
 
+def replace_folder(target: Path, build: Callable[[Path], object]) -> Path:
+    """`build(tmp)` fills a folder under a temporary name beside `target`, which is then renamed
+    into place (a previous `target` moved aside first and removed after): a failed build leaves
+    the old folder, or nothing, never a half-written one."""
+    target = Path(target)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    tmp = target.with_name(f".{target.name}.tmp")
+    old = target.with_name(f".{target.name}.old")
+    for stale in (tmp, old):
+        if stale.exists():
+            shutil.rmtree(stale)
+    try:
+        tmp.mkdir()
+        build(tmp)
+        if target.exists():
+            target.rename(old)
+        tmp.rename(target)
+        if old.exists():
+            shutil.rmtree(old)
+    finally:
+        if tmp.exists():
+            shutil.rmtree(tmp)
+    return target
+
+
 def write_run(
     out: Path,
     metrics: dict[str, Any],
@@ -19,15 +44,8 @@ def write_run(
     extra: Callable[[Path], None] | None = None,
 ) -> Path:
     """Write a run folder at `out` atomically; `extra(tmp_folder)` adds benchmark-specific files."""
-    out = Path(out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = out.with_name(f".{out.name}.tmp")
-    old = out.with_name(f".{out.name}.old")
-    for stale in (tmp, old):
-        if stale.exists():
-            shutil.rmtree(stale)
-    try:
-        tmp.mkdir()
+
+    def build(tmp: Path) -> None:
         (tmp / "metrics.json").write_text(json.dumps(metrics, indent=1))
         with open(tmp / "per_query.csv", "w", newline="") as f:
             columns = list(per_query[0]) if per_query else ["query"]
@@ -36,12 +54,5 @@ def write_run(
             writer.writerows(per_query)
         if extra is not None:
             extra(tmp)
-        if out.exists():
-            out.rename(old)
-        tmp.rename(out)
-        if old.exists():
-            shutil.rmtree(old)
-    finally:
-        if tmp.exists():
-            shutil.rmtree(tmp)
-    return out
+
+    return replace_folder(out, build)

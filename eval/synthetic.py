@@ -18,20 +18,13 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from omnivision.scenes.cameras import Cameras
-from omnivision.scenes.demo import render_object_ids, write_demo_scene
-from omnivision.scenes.errors import SceneError
-from omnivision.scenes.gaussians import GaussianScene
+from omnivision.scenes.demo import object_id_features, render_object_ids, write_demo_scene
 
 from .lerf_labels import CategoryLabel, LabelFrame, write_label_file
+from .runs import replace_folder
 
 MIN_PART_PIXELS = 30
 """Visible parts smaller than this (pixels) are not labelled (a sliver behind another object)."""
-
-
-def id_map(scene: GaussianScene, cameras: Cameras, view: int, num_ids: int) -> np.ndarray:
-    """int (H, W): the object id covering each pixel (alpha > 0.5), -1 where nothing does."""
-    return render_object_ids(scene, cameras, view, num_ids).numpy()
 
 
 def mask_parts(mask: np.ndarray, min_pixels: int = MIN_PART_PIXELS) -> list[np.ndarray]:
@@ -89,19 +82,18 @@ def write_lerf_labels(
 ) -> list[Path]:
     """`out/<view name>.json` for each view (LERF-OVS layout) and the frame's image beside it
     (LangSplat's label folders hold the frame images too)."""
-    from omnivision.scenes.load import load_scene
+    from .train_clip import load_demo_scene
 
-    scene = load_scene(scene_dir)
+    scene = load_demo_scene(scene_dir)
     cameras = scene.cameras
-    if cameras is None:
-        raise SceneError(scene_dir, "the synthetic benchmark needs the scene's cameras")
-    num_ids = int(scene.gaussians.extras["object_id"].max()) + 1
     out.mkdir(parents=True, exist_ok=True)
     written = []
     for view in views:
         name = f"{cameras.names[view]}.png"
         path = out / f"{cameras.names[view]}.json"
-        frame = label_frame(id_map(scene.gaussians, cameras, view, num_ids), name, categories, path)
+        frame = label_frame(
+            render_object_ids(scene.gaussians, cameras, view).numpy(), name, categories, path
+        )
         write_label_file(path, frame)
         if cameras.image_paths is not None:
             shutil.copyfile(cameras.image_paths[view], out / name)
@@ -114,14 +106,12 @@ def write_id_pngs(scene_dir: Path, out: Path) -> Path:
     stand in for SAM 2's automatic masks (`omnivision-lift --features clip-masks:DIR`)."""
     from PIL import Image
 
-    from omnivision.scenes.load import load_scene
+    from .train_clip import load_demo_scene
 
-    scene = load_scene(scene_dir)
-    assert scene.cameras is not None
-    num_ids = int(scene.gaussians.extras["object_id"].max()) + 1
+    scene = load_demo_scene(scene_dir)
     out.mkdir(parents=True, exist_ok=True)
     for view, name in enumerate(scene.cameras.names):
-        ids = id_map(scene.gaussians, scene.cameras, view, num_ids)
+        ids = render_object_ids(scene.gaussians, scene.cameras, view).numpy()
         Image.fromarray((ids + 1).astype(np.uint8)).save(out / f"{Path(name).stem}.png")
     return out
 
@@ -153,30 +143,24 @@ def make_synthetic(
         "clip": out / "models" / "clip",
         "bridge": out / "models" / "bridge",
     }
-    threads = torch.get_num_threads()
-    try:
-        if not (paths["scene"] / "point_cloud.ply").is_file():
-            _replace(
-                paths["scene"], lambda tmp: write_demo_scene(tmp, seed=seed, progress=progress)
-            )
-        if not paths["ids"].is_dir():
-            _replace(paths["ids"], lambda tmp: write_id_pngs(paths["scene"], tmp))
-        if not paths["labels"].is_dir():
-            _replace(
-                paths["labels"],
-                lambda tmp: write_lerf_labels(paths["scene"], tmp, EVAL_VIEWS, CATEGORIES),
-            )
-        if not paths["nvos"].is_dir():
-            _replace(paths["nvos"], lambda tmp: write_nvos(paths["scene"], tmp))
-        if not paths["spinnerf"].is_dir():
-            _replace(paths["spinnerf"], lambda tmp: write_spinnerf(paths["scene"], tmp))
-        steps = CLIP_STEPS if clip_steps is None else clip_steps
-        train_scene_clip(paths["scene"], paths["clip"], seed=seed, steps=steps, progress=progress)
-        train_scene_bridge(
-            paths["scene"], paths["clip"], paths["bridge"], seed=seed, progress=progress
+    if not (paths["scene"] / "point_cloud.ply").is_file():
+        replace_folder(
+            paths["scene"], lambda tmp: write_demo_scene(tmp, seed=seed, progress=progress)
         )
-    finally:
-        torch.set_num_threads(threads)
+    if not paths["ids"].is_dir():
+        replace_folder(paths["ids"], lambda tmp: write_id_pngs(paths["scene"], tmp))
+    if not paths["labels"].is_dir():
+        replace_folder(
+            paths["labels"],
+            lambda tmp: write_lerf_labels(paths["scene"], tmp, EVAL_VIEWS, CATEGORIES),
+        )
+    if not paths["nvos"].is_dir():
+        replace_folder(paths["nvos"], lambda tmp: write_nvos(paths["scene"], tmp))
+    if not paths["spinnerf"].is_dir():
+        replace_folder(paths["spinnerf"], lambda tmp: write_spinnerf(paths["scene"], tmp))
+    steps = CLIP_STEPS if clip_steps is None else clip_steps
+    train_scene_clip(paths["scene"], paths["clip"], seed=seed, steps=steps, progress=progress)
+    train_scene_bridge(paths["scene"], paths["clip"], paths["bridge"], seed=seed, progress=progress)
     (out / "benchmark.json").write_text(
         json.dumps(
             {
@@ -188,21 +172,6 @@ def make_synthetic(
         )
     )
     return paths
-
-
-def _replace(target: Path, build) -> None:
-    """Build a folder under a temporary name beside `target`, then rename it into place."""
-    tmp = target.with_name(f".{target.name}.tmp")
-    if tmp.exists():
-        shutil.rmtree(tmp)
-    try:
-        build(tmp)
-        if target.exists():
-            shutil.rmtree(target)
-        tmp.rename(target)
-    finally:
-        if tmp.exists():
-            shutil.rmtree(tmp)
 
 
 SMOOTH = 10
@@ -237,17 +206,15 @@ def run_synthetic(
 ) -> dict[str, dict]:
     """make-synthetic, then lift and score every path; runs in out/runs/, report in out/report.md.
     Returns each run's metrics.json content by run name."""
-    import torch.nn.functional as F
 
     from omnivision.lift.cli import lift_main
-    from omnivision.scenes.load import load_scene
 
     from .cli import lerf_main
     from .lerf import LerfConfig, Level, evaluate_lerf
     from .lerf_labels import read_labels
     from .report import report_main
     from .seg3d import seg3d_main
-    from .train_clip import CATEGORIES
+    from .train_clip import CATEGORIES, load_demo_scene
 
     out = Path(out)
     paths = make_synthetic(out, seed=seed, progress=progress, clip_steps=clip_steps)
@@ -271,14 +238,13 @@ def run_synthetic(
          "--out", str(runs / "bridge")],
         "",
     )  # fmt: skip
-    scene = load_scene(scene_dir)
-    assert scene.cameras is not None
+    scene = load_demo_scene(scene_dir)
     ids = scene.gaussians.extras["object_id"].long()
     num_ids = int(ids.max()) + 1
     oracle = evaluate_lerf(
         scene.gaussians,
         scene.cameras,
-        [Level("oracle-ids", F.one_hot(ids, num_ids).float())],
+        [Level("oracle-ids", object_id_features(ids, num_ids))],
         oracle_text_space(CATEGORIES, num_ids),
         read_labels(paths["labels"]),
         LerfConfig(smooth=SMOOTH),

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import re
 import time
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Annotated, Any
@@ -159,26 +160,31 @@ def check_bridge(folder: Path, lifted: Any, feature_name: str) -> None:
         )
 
 
-def text_scores(cmd: QueryCommand, lifted: Any, feature_name: str, device: str) -> torch.Tensor:
-    """LERF relevancy of the lifted features to --text against --negatives (temperature --tau),
-    the texts embedded by CLIP (CLIP features) or through --bridge (DINO/colour features)."""
-    from .queries import phrase_relevancy
-
+def text_encoder(
+    lifted: Any,
+    feature_name: str,
+    bridge: Path | None,
+    clip: str | None,
+    clip_pretrained: str | None,
+    device: str,
+    fallback: str,
+) -> Callable[[Sequence[str]], torch.Tensor]:
+    """Phrases -> vectors in the lifted features' space: through `bridge` (checked against the
+    features' backbone before any model loads) for DINO/colour features, else the CLIP the lift
+    recorded (or `clip`). `fallback` ends a missing-weights error with the caller's alternative."""
     request = lifted.entry.get("request", {})
-    if cmd.bridge is not None:
+    if bridge is not None:
         from omnivision.twod.bridge import TextBridge
 
-        check_bridge(cmd.bridge, lifted, feature_name)
-        bridge = TextBridge.load(cmd.bridge, device=device)
+        check_bridge(bridge, lifted, feature_name)
+        model = TextBridge.load(bridge, device=device)
 
-        def through_bridge(texts: Any) -> torch.Tensor:
+        def through_bridge(texts: Sequence[str]) -> torch.Tensor:
             with torch.no_grad():
-                return bridge(list(texts)).cpu()
+                return model(list(texts)).float().cpu()
 
-        return phrase_relevancy(
-            lifted.features, through_bridge, cmd.text or "", cmd.negatives, cmd.tau, lifted.pca
-        )
-    clip_name = cmd.clip or request.get("clip")
+        return through_bridge
+    clip_name = clip or request.get("clip")
     if clip_name is None:
         raise QueryError(
             f"features {feature_name!r} are not CLIP features: give --bridge DIR (omnivision "
@@ -186,14 +192,23 @@ def text_scores(cmd: QueryCommand, lifted: Any, feature_name: str, device: str) 
         )
     from omnivision.twod.clip import load_clip
 
-    pretrained = cmd.clip_pretrained or request.get("clip_pretrained")
-    clip = load_clip(
-        clip_name, pretrained, device=device, fallback="or query DINO features with --bridge DIR"
-    )
-    return phrase_relevancy(
-        lifted.features, lambda texts: clip.encode_text(list(texts)).cpu(),
-        cmd.text or "", cmd.negatives, cmd.tau, lifted.pca,
+    pretrained = clip_pretrained or request.get("clip_pretrained")
+    model = load_clip(clip_name, pretrained, device=device, fallback=fallback)
+    return lambda texts: model.encode_text(list(texts)).cpu()
+
+
+def text_scores(cmd: QueryCommand, lifted: Any, feature_name: str, device: str) -> torch.Tensor:
+    """LERF relevancy of the lifted features to --text against --negatives (temperature --tau),
+    the texts embedded by CLIP (CLIP features) or through --bridge (DINO/colour features)."""
+    from .queries import phrase_relevancy
+
+    text = text_encoder(
+        lifted, feature_name, cmd.bridge, cmd.clip, cmd.clip_pretrained, device,
+        fallback="or query DINO features with --bridge DIR",
     )  # fmt: skip
+    return phrase_relevancy(
+        lifted.features, text, cmd.text or "", cmd.negatives, cmd.tau, lifted.pca
+    )
 
 
 def nearest_views(cameras: Any, view: int, count: int) -> list[int]:

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import pytest
 import torch
-import torch.nn.functional as F
 
 from omnivision.lift.pipeline import LiftConfig, lift_scene
 from omnivision.query.queries import (
@@ -13,8 +12,8 @@ from omnivision.query.queries import (
     mask_prompt_scores,
     pick_gaussian,
 )
+from omnivision.scenes.demo import render_object_ids
 from omnivision.scenes.load import load_scene
-from omnivision.scenes.render import RenderConfig, render
 from omnivision.twod.localize import otsu_threshold
 
 OBJECTS = (1, 2, 3, 5)  # red mug, blue box, green ball, purple torus
@@ -45,18 +44,7 @@ def iou(selected, truth) -> float:
 
 
 def id_map(scene, view):
-    ids = scene.gaussians.extras["object_id"]
-    out = render(
-        scene.gaussians,
-        scene.cameras[view],
-        F.one_hot(ids.long(), 8).float(),
-        RenderConfig(rgb=False),
-    )
-    return torch.where(
-        out.alpha[0] > 0.5,
-        out.features[0].argmax(-1),
-        torch.full_like(ids[:1], -1).expand(out.alpha.shape[1:]),
-    )
+    return render_object_ids(scene.gaussians, scene.cameras, view, 8)
 
 
 @pytest.mark.parametrize("obj", OBJECTS)

@@ -41,8 +41,10 @@ browser:
 	   (apt-get update -q >/dev/null && DEBIAN_FRONTEND=noninteractive apt-get install -y -q chromium >/dev/null)); } || \
 	  echo "chromium not installed: the browser test will skip"
 
+# Two pytest-xdist workers, one torch thread each (tests/conftest.py); the tests that share the
+# trained synthetic benchmark stay together in one worker (--dist loadgroup).
 test: lint browser
-	HF_HUB_OFFLINE=1 $(BIN)/pytest
+	HF_HUB_OFFLINE=1 $(BIN)/pytest -n 2 --dist loadgroup
 
 bench: $(STAMP)
 	$(BIN)/python bench/render.py

@@ -7,7 +7,7 @@
 The model is OpenCLIP ViT-B-16 built with random weights (`open_clip.create_model("ViT-B-16",
 pretrained=None)`, 149.6M parameters, checked) in a `ClipModel` with the OpenAI normalisation:
 the same layers, shapes and FLOPs as the real checkpoints, so the timings are real, and nothing is
-downloaded. Every case uses the real photo ../shared/data/images/truck.jpg (1800x1200) resized to
+downloaded. Every case uses the real photo tests/data/images/truck.jpg (1800x1200) resized to
 short side 480 (720x480).
 
 - langsplat-3xN: `langsplat_features` with a fixed set of masks, so the bench does not depend on
@@ -57,7 +57,7 @@ from omnivision.twod.io import read_image  # noqa: E402
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")  # random weights: nothing to fetch
 
-TRUCK = Path(__file__).resolve().parents[2] / "shared" / "data" / "images" / "truck.jpg"
+TRUCK = Path(__file__).resolve().parents[1] / "tests" / "data" / "images" / "truck.jpg"
 SHORT_SIDE = 480
 VIT_B_16_PARAMS_M = 149.6  # OpenCLIP ViT-B-16: image tower 86.2M + text tower 63.4M
 BOX_SIDES = (0.15, 0.3, 0.5)  # per LangSplat level, fraction of the short side
@@ -119,7 +119,7 @@ def box_masks(hw: tuple[int, int], count: int) -> list[torch.Tensor]:
 def run_case(case: str, device: str, mode: str, repeats: int = 2) -> dict:
     kind, settings = CASES[case]
     if not TRUCK.is_file():
-        raise SystemExit(f"skipped: {TRUCK} not found (the benchmark needs ../shared/data)")
+        raise SystemExit(f"skipped: {TRUCK} not found (it ships in tests/data)")
     photo = read_image(TRUCK)
     resized = prepare_batch([photo], SHORT_SIDE, 1, (0, 0, 0), (1, 1, 1))[0]
     image = resized[0].permute(1, 2, 0).clamp(0, 1).contiguous()  # antialias overshoot
@@ -194,7 +194,7 @@ def main() -> None:
         print(json.dumps(run_case(args.case, args.device, args.mode, args.repeats)))
         return
     if not TRUCK.is_file():
-        print(f"skipped: {TRUCK} not found (the benchmark needs ../shared/data)", file=sys.stderr)
+        print(f"skipped: {TRUCK} not found (it ships in tests/data)", file=sys.stderr)
         return
     repeats = 1 if args.quick else args.repeats
     extra = ["--device", args.device, "--repeats", str(repeats)]

@@ -3,7 +3,7 @@
     python bench/lift.py            # all cases, markdown table on stdout (progress JSON on stderr)
     python bench/lift.py --quick    # donut only, D = 3 and 64
 
-Scenes: the real donut (45,624 Gaussians, ../shared/data) and demo-tabletop surfaces at 138k and
+Scenes: the real donut (45,624 Gaussians, tests/data) and demo-tabletop surfaces at 138k and
 1M Gaussians (the demo builder at a finer spacing), one orbit view at 512x512; feature maps of
 D = 3, 64, 384 channels on a 32x32 patch grid (as a DINO map), upsampled inside. The reference is
 LUDVIG's autograd formulation through the same renderer; it is skipped where its N x D gradient
@@ -29,7 +29,7 @@ from omnivision.scenes.cameras import orbit_around_points, orbit_cameras  # noqa
 from omnivision.scenes.demo import build_demo_gaussians  # noqa: E402
 from omnivision.scenes.io_ply import read_ply  # noqa: E402
 
-DONUT = Path(__file__).resolve().parents[2] / "shared" / "data" / "donut" / "fused.ply"
+DONUT = Path(__file__).resolve().parents[1] / "tests" / "data" / "donut" / "fused.ply"
 SCENES = {"donut45k": 45_624, "synth138k": 138_000, "synth1M": 1_000_000}
 CASES = {f"{s}-D{d}": (s, d) for s in SCENES for d in (3, 64, 384)}
 CASES.update({f"{s}-diffusion": (s, 0) for s in SCENES})
@@ -39,7 +39,7 @@ QUICK = ("donut45k-D3", "donut45k-D64", "donut45k-diffusion")
 def build(scene_name: str):
     if scene_name == "donut45k":
         if not DONUT.is_file():
-            raise SystemExit(f"{DONUT} not found (../shared/data)")
+            raise SystemExit(f"{DONUT} not found (it ships in tests/data)")
         scene = read_ply(DONUT)
         return scene, orbit_around_points(scene.means, 1, 512, 512)
     spacing = 0.0055 * math.sqrt(29_298 / SCENES[scene_name])

@@ -3,7 +3,7 @@
     python bench/render.py            # all cases, a markdown table on stdout
     python bench/render.py --quick    # small cases only
 
-Scenes: the real donut (45,624 Gaussians, ../shared/data) and synthetic scenes of 200k and 1M
+Scenes: the real donut (45,624 Gaussians, tests/data) and synthetic scenes of 200k and 1M
 Gaussians laid on the demo tabletop's surfaces (the demo builder at a finer spacing), so that
 depth complexity is like a trained scene rather than a random cloud. The dense reference (every
 Gaussian x every pixel) is timed only where it finishes in reasonable time; its ratio column says
@@ -26,7 +26,7 @@ from omnivision.scenes.io_ply import read_ply  # noqa: E402
 from omnivision.scenes.reference import render_dense_reference  # noqa: E402
 from omnivision.scenes.render import RenderConfig, render  # noqa: E402
 
-DONUT = Path(__file__).resolve().parents[2] / "shared" / "data" / "donut" / "fused.ply"
+DONUT = Path(__file__).resolve().parents[1] / "tests" / "data" / "donut" / "fused.ply"
 # (name, scene, resolution, run the dense reference?)
 CASES = {
     "demo29k@128": ("demo", 128, True),
@@ -43,7 +43,7 @@ QUICK = ("demo29k@128", "donut45k@512")
 def build(scene_name: str, size: int):
     if scene_name == "donut":
         if not DONUT.is_file():
-            raise SystemExit(f"{DONUT} not found (../shared/data)")
+            raise SystemExit(f"{DONUT} not found (it ships in tests/data)")
         scene = read_ply(DONUT)
         return scene, orbit_around_points(scene.means, 1, size, size)
     target = {"demo": 29_000, "synth200k": 200_000, "synth1M": 1_000_000}[scene_name]

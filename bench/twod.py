@@ -10,7 +10,7 @@ checked against the published ones (DINOv3 ViT-S/16 21.6M, ViT-B/16 85.7M; SAM 2
 
 - DINOv3 ViT-S/16 and ViT-B/16: transformers' `DINOv3ViTConfig` (4 register tokens, layerscale,
   RoPE, the other fields at their defaults) in our `DinoExtractor`, timed on `.extract([image])`
-  of the real photo ../shared/data/images/truck.jpg (1800x1200) at short side 448 and 896; the
+  of the real photo tests/data/images/truck.jpg (1800x1200) at short side 448 and 896; the
   extractor resizes it to that short side (multiples of 16).
 - SAM 2.1 hiera tiny and base+: sam2's own configs, random init, saved as `{"model": state_dict}`
   in a temporary folder and loaded with `load_sam2`, the path a real checkpoint takes. Timed on
@@ -46,7 +46,7 @@ from omnivision.twod.io import read_image  # noqa: E402
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")  # random weights: nothing to fetch
 
-TRUCK = Path(__file__).resolve().parents[2] / "shared" / "data" / "images" / "truck.jpg"
+TRUCK = Path(__file__).resolve().parents[1] / "tests" / "data" / "images" / "truck.jpg"
 TRUCK_BOX = (75.0, 275.0, 1725.0, 850.0)  # xyxy pixels on the 1800x1200 photo: the truck
 SAM_INPUT = 1024
 # DINOv3 (hidden, heads, mlp, published params in M); 12 layers, patch 16, 4 registers.
@@ -127,7 +127,7 @@ def build_sam(size: str, device: str):
 def run_case(case: str, device: str, mode: str) -> dict:
     family, size, short_side = CASES[case]
     if not TRUCK.is_file():
-        raise SystemExit(f"skipped: {TRUCK} not found (the benchmark needs ../shared/data)")
+        raise SystemExit(f"skipped: {TRUCK} not found (it ships in tests/data)")
     photo = read_image(TRUCK)  # (H, W, 3) in [0, 1]
     if family == "dinov3":
         extractor, params = build_dino(size, short_side, device)
@@ -171,7 +171,7 @@ def main() -> None:
         print(json.dumps(run_case(args.case, args.device, args.mode)))
         return
     if not TRUCK.is_file():
-        print(f"skipped: {TRUCK} not found (the benchmark needs ../shared/data)", file=sys.stderr)
+        print(f"skipped: {TRUCK} not found (it ships in tests/data)", file=sys.stderr)
         return
     cases = QUICK if args.quick else CASES
     rows = run_cases(Path(__file__), cases, args.device, ["--device", args.device])

@@ -1,27 +1,35 @@
-"""Shared fixtures: tiny synthetic scenes, the demo scene, and the real data in ../shared/data."""
+"""Shared fixtures: tiny synthetic scenes, the demo scene, and the real data in tests/data."""
 
 from __future__ import annotations
 
 import os
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+if os.environ.get("PYTEST_XDIST_WORKER"):  # `make test`: two workers on two cores
+    os.environ["OMP_NUM_THREADS"] = "1"  # the commands tests start as subprocesses too
 
 from omnivision.scenes.gaussians import GaussianScene, normalize_quats  # noqa: E402
 
+if os.environ.get("PYTEST_XDIST_WORKER"):
+    torch.set_num_threads(1)  # two workers x two threads would spin-wait on two cores
+
+
 REPO = Path(__file__).resolve().parents[1]
-SHARED_DATA = Path(os.environ.get("OMNIVISION_SHARED_DATA", REPO.parent / "shared" / "data"))
+TEST_DATA = REPO / "tests" / "data"
 
 
-def shared_data(*parts: str) -> Path:
-    """A path under ../shared/data, skipping the test with a reason when it is absent."""
-    path = SHARED_DATA.joinpath(*parts)
+def data_path(*parts: str) -> Path:
+    """A path under tests/data (real files made by others, see tests/data/README.md). They are
+    part of the repository, so a missing one fails the test: it never skips."""
+    path = TEST_DATA.joinpath(*parts)
     if not path.exists():
-        pytest.skip(f"real data not found at {path} (CI runs with ../shared beside the repo)")
+        pytest.fail(f"test data {path} is missing: it ships with the repository (tests/data)")
     return path
 
 
@@ -53,7 +61,17 @@ def demo_dir(tmp_path_factory) -> Path:
         torch.set_num_threads(threads)
 
 
+@pytest.hookimpl(tryfirst=True)  # before pytest-xdist's hook reads the groups
 def pytest_collection_modifyitems(config, items):
+    """Under `pytest -n 2 --dist loadgroup` every test that uses the trained synthetic benchmark
+    runs in one worker, which trains it once; GPU tests skip without CUDA."""
+    for item in items:
+        if "synthetic_bench" in getattr(item, "fixturenames", ()):
+            item.add_marker(pytest.mark.xdist_group("synthetic_bench"))
+    skip_gpus(items)
+
+
+def skip_gpus(items):
     if torch.cuda.is_available():
         return
     skip_gpu = pytest.mark.skip(reason="needs CUDA (gsplat kernels); none on this machine")
@@ -94,3 +112,38 @@ def synthetic_bench(tmp_path_factory):
         return folder, run_synthetic(folder, progress=False)
     finally:
         torch.set_num_threads(threads)
+
+
+RED, BLUE, GREEN = (0.85, 0.15, 0.1), (0.1, 0.2, 0.85), (0.15, 0.75, 0.2)
+
+
+def moving_shapes(
+    frames: int = 16, height: int = 144, width: int = 208
+) -> tuple[list[np.ndarray], list[np.ndarray]]:
+    """uint8 RGB frames and their id maps on a noisy grey ramp: a red disc (1) drifting right and
+    up, a blue square (2) in front drifting right, a green disc (3) moving left behind the square:
+    partly hidden on frames 7 and 11, wholly on 8-10, whole again from 13."""
+    rng = np.random.default_rng(0)
+    yy, xx = np.mgrid[0:height, 0:width]
+    ground = 0.45 + 0.1 * xx / width + 0.04 * rng.standard_normal((height, width))
+    images, masks = [], []
+    for t in range(frames):
+        image = np.repeat(ground[..., None], 3, axis=2)
+        ids = np.zeros((height, width), np.uint8)
+        for object_id, colour, inside in (
+            (3, GREEN, (xx - (168 - 7 * t)) ** 2 + (yy - 70) ** 2 <= 12**2),
+            (1, RED, (xx - (40 + 3 * t)) ** 2 + (yy - (112 - t)) ** 2 <= 16**2),
+            (2, BLUE, (abs(xx - (96 + t)) <= 20) & (abs(yy - 70) <= 20)),
+        ):
+            image[inside], ids[inside] = colour, object_id
+        images.append((np.clip(image, 0, 1) * 255).astype(np.uint8))
+        masks.append(ids)
+    return images, masks
+
+
+@pytest.fixture(scope="session")
+def tiny_sam2_files(tmp_path_factory) -> tuple[Path, Path]:
+    """A tiny random SAM 2.1 checkpoint and its config, written once per session."""
+    from omnivision.twod.sam import build_tiny_sam2_checkpoint
+
+    return build_tiny_sam2_checkpoint(tmp_path_factory.mktemp("tiny_sam2"))

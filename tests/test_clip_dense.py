@@ -11,7 +11,7 @@ import math
 import pytest
 import torch
 import torch.nn.functional as F
-from conftest import shared_data
+from conftest import data_path
 
 from omnivision.twod.clip import build_tiny_clip, load_clip
 from omnivision.twod.clip_dense import (
@@ -219,7 +219,7 @@ def test_langsplat_splits_sam_masks_into_area_terciles_and_caches(clip, tmp_path
 
 
 def test_langsplat_with_tiny_sam2_on_a_real_photo(clip, tmp_path_factory):
-    photo = read_image(shared_data("images", "groceries.jpg"))  # 534 x 800
+    photo = read_image(data_path("images", "groceries.jpg"))  # 534 x 800
     image = F.interpolate(photo.permute(2, 0, 1)[None], scale_factor=0.25, mode="area")[0]
     image = image.permute(1, 2, 0).contiguous()
     checkpoint, config = build_tiny_sam2_checkpoint(tmp_path_factory.mktemp("sam2"))

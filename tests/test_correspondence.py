@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
-from conftest import shared_data
+from conftest import data_path
 from PIL import Image
 
 from omnivision.twod.colour import ColourTextureExtractor
@@ -213,7 +213,7 @@ def test_matcher_beats_random_on_a_real_photo_warped_by_a_known_homography():
     points), so the thresholds sit 2 points below the measured values: matcher >= 0.82 (measured
     0.84, i.e. at most one of the 42 hits may be lost), random points <= 0.06 (measured 0.04).
     """
-    image = read_image(shared_data("images", "groceries.jpg"))
+    image = read_image(data_path("images", "groceries.jpg"))
     h, w = image.shape[:2]
     angle, scale = math.radians(5), 0.9
     homography = torch.tensor(

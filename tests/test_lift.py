@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 import torch.nn.functional as F
-from conftest import random_scene, shared_data
+from conftest import data_path, random_scene
 
 from omnivision.lift.aggregate import FeatureSums, lift_view, lift_view_autograd
 from omnivision.lift.diffusion import (
@@ -117,7 +117,7 @@ def test_label_noise_is_repaired_by_diffusion(demo):
 @pytest.fixture(scope="module")
 def donut():
     """The real donut, labels = 4 angular sectors, 8 orbit cameras at 128x128."""
-    loaded = load_scene(shared_data("donut"), orbit_views=8)
+    loaded = load_scene(data_path("donut"), orbit_views=8)
     gaussians = loaded.gaussians
     centre = gaussians.means.median(0).values
     angle = torch.atan2(gaussians.means[:, 1] - centre[1], gaussians.means[:, 0] - centre[0])

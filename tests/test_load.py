@@ -8,7 +8,7 @@ import shutil
 import numpy as np
 import pytest
 import torch
-from conftest import random_scene, shared_data
+from conftest import data_path, random_scene
 from PIL import Image
 
 from omnivision.scenes.cameras import GL_TO_CV, orbit_cameras
@@ -30,7 +30,7 @@ def colmap_model(tmp_path_factory):
     """A real COLMAP model of the 10 sacre_coeur photos, built with pycolmap (~15 s)."""
     from colmap_sfm import build_colmap_model
 
-    photos = shared_data("sacre_coeur")
+    photos = data_path("sacre_coeur")
     out = tmp_path_factory.mktemp("sfm")
     return photos, build_colmap_model(photos, out)
 
@@ -84,7 +84,7 @@ def test_colmap_sfm_folder_without_gaussians_renders(colmap_model, tmp_path):
 
 
 def test_garden_npz_loads_points_and_cameras():
-    scene = load_scene(shared_data("garden", "test_garden.npz"))
+    scene = load_scene(data_path("garden", "test_garden.npz"))
     assert len(scene.gaussians) == 138766
     assert scene.cameras is not None and len(scene.cameras) == 3
     assert (scene.cameras.widths[0], scene.cameras.heights[0]) == (648, 420)
@@ -96,7 +96,7 @@ def test_garden_npz_loads_points_and_cameras():
 
 @pytest.mark.slow
 def test_garden_renders_like_a_photo_of_a_garden():
-    scene = load_scene(shared_data("garden", "test_garden.npz"))
+    scene = load_scene(data_path("garden", "test_garden.npz"))
     out = render(scene.gaussians, scene.cameras[0].resized(324, 210))
     assert out.alpha.mean() > 0.5
     green_minus_blue = (out.rgb[0, ..., 1] - out.rgb[0, ..., 2]).mean()
@@ -163,7 +163,7 @@ def test_gsplat_checkpoint(tmp_path):
 
 
 def test_donut_without_cameras_gets_an_orbit_that_sees_it():
-    scene = load_scene(shared_data("donut"), orbit_views=6)
+    scene = load_scene(data_path("donut"), orbit_views=6)
     assert scene.gaussians_file.name == "fused.ply"  # color.ply is not a 3DGS ply
     assert scene.cameras is not None and len(scene.cameras) == 6
     out = render(scene.gaussians, scene.cameras.resized(96, 96))

@@ -8,7 +8,7 @@ import sys
 
 import numpy as np
 import pytest
-from conftest import shared_data
+from conftest import data_path
 from PIL import Image
 from test_localize import shapes_image
 
@@ -122,7 +122,7 @@ def test_bad_localize_input_is_one_line_exit_2(shapes, tmp_path, args, message):
 
 def test_localize_real_photo_runs_end_to_end(tmp_path):
     """truck.jpg with the notebook's wheel box as reference, the colour backend, no SAM."""
-    truck = shared_data("images", "truck.jpg")
+    truck = data_path("images", "truck.jpg")
     out = omnivision(
         "localize", "--ref", str(truck), "--box", "425,600,700,875", "--target", str(truck),
         "--backbone", "colour", "--short-side", "224", "--sam", "none", "--out", str(tmp_path),

@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
-from conftest import random_scene, shared_data
+from conftest import data_path, random_scene
 from plyfile import PlyData, PlyElement
 
 from omnivision.scenes.errors import SceneError
@@ -46,7 +46,7 @@ def test_ply_inria_f_rest_layout_is_channel_major(tmp_path):
 
 
 def test_real_donut_export_loads_with_degree_0_and_unit_quaternions():
-    scene = read_ply(shared_data("donut", "fused.ply"))
+    scene = read_ply(data_path("donut", "fused.ply"))
     assert len(scene) == 45624
     assert scene.sh_degree == 0
     norms = scene.quats.norm(dim=-1)
@@ -99,7 +99,7 @@ def test_non_gaussian_ply_is_named(tmp_path):
 
 def test_real_coloured_point_cloud_is_not_a_gaussian_ply():
     with pytest.raises(SceneError, match="color.ply: not a 3DGS ply"):
-        read_ply(shared_data("donut", "color.ply"))
+        read_ply(data_path("donut", "color.ply"))
 
 
 def test_missing_scale_properties_are_listed(tmp_path):

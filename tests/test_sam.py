@@ -7,7 +7,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
-from conftest import shared_data
+from conftest import data_path
 from PIL import Image
 
 from omnivision.twod.features import TwoDError
@@ -29,7 +29,7 @@ GROCERY_BOXES = [
 
 
 def load_image(name: str) -> np.ndarray:
-    return np.array(Image.open(shared_data("images", name)).convert("RGB"))
+    return np.array(Image.open(data_path("images", name)).convert("RGB"))
 
 
 @pytest.fixture(scope="module")

@@ -16,6 +16,10 @@ SUBCOMMANDS: dict[str, tuple[str, str]] = {
     "lerf": ("omnivision.eval.cli:lerf_main", "LERF-OVS localization + mIoU (2D and 3D protocols)"),
     "seg3d": ("omnivision.eval.seg3d:seg3d_main", "NVOS / SPIn-NeRF 3D segmentation (mIoU, acc)"),
     "spair": ("omnivision.eval.cli:spair_main", "SPair-71k keypoint transfer, PCK@alpha"),
+    "davis": (
+        "omnivision.eval.davis:davis_main",
+        "DAVIS-2017 semi-supervised video object segmentation, J&F",
+    ),
     "report": ("omnivision.eval.report:report_main", "markdown + CSV + figures from run folders"),
     "make-synthetic": (
         "omnivision.eval.cli:make_synthetic_main",

@@ -62,6 +62,10 @@ METRIC_LABELS = {
     "pixel_accuracy": "pixel accuracy",
     "pck@0.1": "PCK@0.1",
     "j&f": "J&F",
+    "j-mean": "J mean",
+    "f-mean": "F mean",
+    "j-recall": "J recall",
+    "f-recall": "F recall",
 }
 BENCHMARK_TITLES = {
     "lerf-ovs": "LERF-OVS",

@@ -6,35 +6,13 @@ from __future__ import annotations
 
 import csv
 import json
-import shutil
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
+from omnivision.twod.io import replace_folder
 
-def replace_folder(target: Path, build: Callable[[Path], object]) -> Path:
-    """`build(tmp)` fills a folder under a temporary name beside `target`, which is then renamed
-    into place (a previous `target` moved aside first and removed after): a failed build leaves
-    the old folder, or nothing, never a half-written one."""
-    target = Path(target)
-    target.parent.mkdir(parents=True, exist_ok=True)
-    tmp = target.with_name(f".{target.name}.tmp")
-    old = target.with_name(f".{target.name}.old")
-    for stale in (tmp, old):
-        if stale.exists():
-            shutil.rmtree(stale)
-    try:
-        tmp.mkdir()
-        build(tmp)
-        if target.exists():
-            target.rename(old)
-        tmp.rename(target)
-        if old.exists():
-            shutil.rmtree(old)
-    finally:
-        if tmp.exists():
-            shutil.rmtree(tmp)
-    return target
+__all__ = ["replace_folder", "write_run"]
 
 
 def write_run(

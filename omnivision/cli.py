@@ -37,7 +37,11 @@ COMMANDS: dict[str, tuple[str, str]] = {
     ),
     "eval": (
         "omnivision.eval.cli:eval_main",
-        "score lifted scenes: LERF-OVS, NVOS/SPIn-NeRF, SPair; reports; the synthetic benchmark",
+        "score: LERF-OVS, NVOS/SPIn-NeRF, SPair, DAVIS J&F; reports; the synthetic benchmark",
+    ),
+    "track": (
+        "omnivision.twod.cli_track:track_main",
+        "follow objects through a video (SAM 2, + re-identification, or label propagation)",
     ),
     "localize": (
         "omnivision.twod.cli:localize_main",

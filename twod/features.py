@@ -16,6 +16,8 @@ import torch.nn.functional as F
 from jaxtyping import Float
 from torch import Tensor
 
+from .errors import TwoDError
+
 
 @dataclass
 class PatchFeatures:
@@ -71,12 +73,6 @@ class FeatureExtractor(Protocol):
     short_side: int
 
     def extract(self, images: Sequence[Tensor]) -> PatchFeatures: ...
-
-
-class TwoDError(ValueError):
-    """Bad input or a missing model: one line naming the file/model and what to do; exit code 2."""
-
-    exit_code = 2
 
 
 def input_size_for(image_size: tuple[int, int], short_side: int, stride: int) -> tuple[int, int]:

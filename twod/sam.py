@@ -302,9 +302,25 @@ def load_sam2(
     """A `Sam2` from a hub id (`facebook/sam2.1-hiera-tiny|small|base-plus|large`, `facebook/`
     optional) or a local `{"model": state_dict}` .pt plus its `config`. `overrides` edit the config
     (dotlist); sam2's postprocessing overrides are not added (apply_postprocessing=False)."""
+    from sam2.sam2_image_predictor import SAM2ImagePredictor
+
+    model = _build_model(name_or_checkpoint, config, device, overrides)
+    with _quiet_jit():
+        predictor = SAM2ImagePredictor(model)
+    predictor._bb_feat_sizes = _feat_sizes(model)
+    return Sam2(model, predictor, str(name_or_checkpoint))
+
+
+def _build_model(
+    name_or_checkpoint: str | Path,
+    config: str | Path | None,
+    device: str | torch.device | None,
+    overrides: Sequence[str],
+) -> Any:
+    """The config's `model` (a hub id's or a local checkpoint's) instantiated, weights loaded,
+    on `device` (CUDA when present), in eval mode: `load_sam2`'s and `load_sam2_video`'s core."""
     from hydra.utils import instantiate
     from sam2.build_sam import HF_MODEL_ID_TO_FILENAMES
-    from sam2.sam2_image_predictor import SAM2ImagePredictor
 
     name = str(name_or_checkpoint)
     repo = name if name in HF_MODEL_ID_TO_FILENAMES else f"facebook/{name}"
@@ -325,11 +341,7 @@ def load_sam2(
     model = instantiate(_sam2_config(config, overrides).model, _recursive_=True)
     _load_weights(model, checkpoint, config)
     device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
-    model = model.to(device).eval()
-    with _quiet_jit():
-        predictor = SAM2ImagePredictor(model)
-    predictor._bb_feat_sizes = _feat_sizes(model)
-    return Sam2(model, predictor, name)
+    return model.to(device).eval()
 
 
 def build_tiny_sam2_checkpoint(out_dir: str | Path, seed: int = 0) -> tuple[Path, Path]:

@@ -16,7 +16,7 @@ from omnivision.scenes.errors import SceneError
 from omnivision.scenes.io_cameras import read_inria_cameras, read_transforms, write_inria_cameras
 from omnivision.scenes.io_ply import write_ply
 from omnivision.scenes.load import load_scene
-from omnivision.scenes.render import render
+from omnivision.scenes.render import RenderConfig, render
 
 
 def project(cameras, i, points):
@@ -79,8 +79,12 @@ def test_colmap_sfm_folder_without_gaussians_renders(colmap_model, tmp_path):
     scene = load_scene(tmp_path)
     assert len(scene.gaussians) == pycolmap.Reconstruction(str(model)).num_points3D() > 100
     assert scene.cameras is not None and scene.cameras.image_paths is not None
-    out = render(scene.gaussians, scene.cameras[0].resized(160, 120))
-    assert (out.alpha > 0.05).float().mean() > 0.01  # the points show where the photo is
+    # SfM fixes no scale: this model's points sit 0.0004-10 units from the cameras (it depends
+    # on pycolmap's thread count), so the default near plane (0.01) would cull some views whole.
+    config = RenderConfig(near=1e-6)
+    for i in range(len(scene.cameras)):  # measured: 45-82 % of each 160x120 view covered
+        out = render(scene.gaussians, scene.cameras[i].resized(160, 120), config=config)
+        assert (out.alpha > 0.05).float().mean() > 0.3, scene.cameras.names[i]
 
 
 def test_garden_npz_loads_points_and_cameras():

@@ -179,3 +179,23 @@ def test_bad_input_is_one_line_exit_2_and_nothing_written(case, shapes, tmp_path
     err = capsys.readouterr().err.strip()
     assert len(err.splitlines()) == 1 and needle in err, err
     assert not out.exists()
+
+
+def test_propagate_from_a_box_starts_from_the_sam2_image_mask(shapes, tiny_sam2_files, tmp_path):
+    """Clicks and boxes reach label propagation through the SAM 2 image model: frame 0's mask
+    is what `Sam2.predict` gives for the box (the tiny random model's mask: plumbing only)."""
+    from omnivision.twod.sam import load_sam2
+
+    folder, _, _ = shapes
+    checkpoint, config = tiny_sam2_files
+    out = tmp_path / "out"
+    box = "76,50,117,91"
+    argv = ["track", "--video", str(folder), "--box", box, *COLOUR, "--out", str(out)]
+    argv += ["--sam", str(checkpoint), "--sam-config", str(config), "--no-mp4"]
+    assert main(argv) == 0
+    sam = load_sam2(checkpoint, config=config, device="cpu")
+    sam.set_image(np.array(Image.open(folder / "00000.jpg")))
+    expected = sam.predict(box=[76, 50, 117, 91], multimask=False).masks[0].numpy()
+    assert expected.any()
+    np.testing.assert_array_equal(read_index_png(out / "masks" / "00000.png") == 1, expected)
+    assert len(list((out / "masks").glob("*.png"))) == 16

@@ -8,7 +8,7 @@ import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
 import numpy as np
 import torch
@@ -211,10 +211,9 @@ def load_video_sam(cfg: TrackCommand, device: str):
         raise TwoDError(str(err).replace("use --sam none", "use --method propagate")) from None
 
 
-def track_sam2(cfg, frames, prompts: Prompts, device, extractor=None) -> Iterator[Tracked]:
+def track_sam2(sam, frames, prompts: Prompts, extractor=None) -> Iterator[Tracked]:
     from .sam_video import Prompt
 
-    sam = load_video_sam(cfg, device)
     video_prompts = []
     for obj in prompts.object_ids:
         if obj in prompts.boxes:  # --ref gives a box and a mask: SAM 2 takes the box
@@ -263,7 +262,7 @@ def masks_from_sam_image(cfg, frames, prompts: Prompts, device) -> dict[int, np.
 def track_propagate(cfg, frames, prompts: Prompts, device, extractor) -> Iterator[Tracked]:
     from .propagate import PropagateConfig, propagate_video
 
-    masks = prompts.masks or masks_from_sam_image(cfg, frames, prompts, device)
+    masks = prompts.masks
     start = np.zeros(frames.size, dtype=np.uint8)
     for obj in sorted(masks):
         start[masks[obj]] = obj
@@ -282,12 +281,24 @@ def track_propagate(cfg, frames, prompts: Prompts, device, extractor) -> Iterato
         yield Tracked(t, frames.names[t], masks_t, scores)
 
 
-def run_method(cfg: TrackCommand, frames: VideoFrames, prompts: Prompts, device, extractor):
+@dataclass
+class Models:
+    """What a method needs, loaded before the first frame (so a missing model fails at once)."""
+
+    sam: Any = None
+    extractor: Any = None
+
+    @staticmethod
+    def load(cfg: TrackCommand, device: str, extractor_for) -> Models:
+        extractor = extractor_for() if cfg.method != "sam2" else None
+        sam = load_video_sam(cfg, device) if cfg.method != "propagate" else None
+        return Models(sam, extractor)
+
+
+def run_method(cfg: TrackCommand, frames: VideoFrames, prompts: Prompts, device, models: Models):
     if cfg.method == "propagate":
-        return track_propagate(cfg, frames, prompts, device, extractor)
-    return track_sam2(
-        cfg, frames, prompts, device, extractor if cfg.method == "sam2+reid" else None
-    )
+        return track_propagate(cfg, frames, prompts, device, models.extractor)
+    return track_sam2(models.sam, frames, prompts, models.extractor)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -344,14 +355,16 @@ def track_video(cfg: TrackCommand, device: str, extractor_for) -> None:
     frames = open_video(cfg.video)
     prompts = command_prompts(cfg, frames, extractor_for)
     needs_features = cfg.method != "sam2"
-    extractor = extractor_for() if needs_features else None
+    models = Models.load(cfg, device, extractor_for)
+    if cfg.method == "propagate" and not prompts.masks:  # clicks/boxes: SAM 2 makes the masks
+        prompts.masks = masks_from_sam_image(cfg, frames, prompts, device)
     records: list[dict] = []
     started = time.perf_counter()
     mp4 = not cfg.no_mp4 and video_encoder() is not None
 
     def build(tmp: Path) -> None:
         with tqdm(total=len(frames), desc=f"track ({cfg.method})", unit="frame") as bar:
-            results = run_method(cfg, frames, prompts, device, extractor)
+            results = run_method(cfg, frames, prompts, device, models)
             overlays = write_tracks(results, frames, tmp / "masks", records, bar)
             if mp4:
                 write_overlay_mp4(tmp / "overlay.mp4", overlays, frames.fps)
@@ -410,14 +423,14 @@ def track_davis(cfg: TrackCommand, device: str, extractor_for) -> None:
                 f"{first}: the first annotation is not of the first frame {frames.names[0]}"
             )
         inputs.append((seq, frames, mask_prompts(first, 0, frames.size, None)))
-    extractor = extractor_for() if cfg.method != "sam2" else None
+    models = Models.load(cfg, device, extractor_for)
     started, total = time.perf_counter(), 0
 
     def build(tmp: Path) -> None:
         nonlocal total
         for seq, frames, prompts in inputs:
             with tqdm(total=len(frames), desc=seq, unit="frame") as bar:
-                for t in run_method(cfg, frames, prompts, device, extractor):
+                for t in run_method(cfg, frames, prompts, device, models):
                     write_index_png(tmp / seq / f"{t.name}.png", t.index_map(frames.size))
                     bar.update(1)
                     total += 1

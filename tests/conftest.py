@@ -147,3 +147,39 @@ def tiny_sam2_files(tmp_path_factory) -> tuple[Path, Path]:
     from omnivision.twod.sam import build_tiny_sam2_checkpoint
 
     return build_tiny_sam2_checkpoint(tmp_path_factory.mktemp("tiny_sam2"))
+
+
+@pytest.fixture(scope="session")
+def tiny_dinov3(tmp_path_factory) -> Path:
+    """A tiny random DINOv3 (patch 16, 4 registers) saved with `save_pretrained`: a local folder
+    that `load_extractor` takes as it takes a downloaded model."""
+    from transformers import DINOv3ViTConfig, DINOv3ViTModel
+
+    config = DINOv3ViTConfig(
+        hidden_size=32,
+        num_hidden_layers=2,
+        num_attention_heads=2,
+        intermediate_size=64,
+        patch_size=16,
+        num_register_tokens=4,
+    )
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(0)
+        folder = tmp_path_factory.mktemp("dinov3-tiny")
+        DINOv3ViTModel(config).save_pretrained(folder)
+    return folder
+
+
+@pytest.fixture(scope="session")
+def tiny_dinov2(tmp_path_factory) -> Path:
+    """A tiny random DINOv2 (patch 14) saved with `save_pretrained`."""
+    from transformers import Dinov2Config, Dinov2Model
+
+    config = Dinov2Config(
+        hidden_size=32, num_hidden_layers=2, num_attention_heads=2, mlp_ratio=2, patch_size=14
+    )
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(0)
+        folder = tmp_path_factory.mktemp("dinov2-tiny")
+        Dinov2Model(config).save_pretrained(folder)
+    return folder

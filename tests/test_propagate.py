@@ -92,29 +92,9 @@ def test_objects_given_mid_sequence_are_tracked_from_their_frame():
 
 
 @pytest.fixture(scope="module", params=["dinov3", "dinov2"])
-def tiny_dino(request, tmp_path_factory):
-    """A tiny random DINOv3 (patch 16, 4 registers) or DINOv2 (patch 14), saved and reloaded."""
-    torch.manual_seed(0)
-    folder = tmp_path_factory.mktemp(f"{request.param}-tiny")
-    if request.param == "dinov3":
-        from transformers import DINOv3ViTConfig, DINOv3ViTModel
-
-        config = DINOv3ViTConfig(
-            hidden_size=32,
-            num_hidden_layers=2,
-            num_attention_heads=2,
-            intermediate_size=64,
-            patch_size=16,
-            num_register_tokens=4,
-        )
-        DINOv3ViTModel(config).save_pretrained(folder)
-    else:
-        from transformers import Dinov2Config, Dinov2Model
-
-        config = Dinov2Config(
-            hidden_size=32, num_hidden_layers=2, num_attention_heads=2, mlp_ratio=2, patch_size=14
-        )
-        Dinov2Model(config).save_pretrained(folder)
+def tiny_dino(request):
+    """The tiny random DINOv3 or DINOv2 of conftest, through `load_extractor`."""
+    folder = request.getfixturevalue(f"tiny_{request.param}")
     return load_extractor(str(folder), device="cpu")
 
 

@@ -14,41 +14,6 @@ from omnivision.twod.extractors import PRECISIONS, load_extractor
 from omnivision.twod.features import TwoDError, extract_all, input_size_for, upsample
 
 
-@pytest.fixture(scope="module")
-def tiny_dinov3(tmp_path_factory):
-    from transformers import DINOv3ViTConfig, DINOv3ViTModel
-
-    config = DINOv3ViTConfig(
-        hidden_size=32,
-        num_hidden_layers=2,
-        num_attention_heads=2,
-        intermediate_size=64,
-        patch_size=16,
-        num_register_tokens=4,
-    )
-    torch.manual_seed(0)
-    folder = tmp_path_factory.mktemp("dinov3-tiny")
-    DINOv3ViTModel(config).save_pretrained(folder)
-    return folder
-
-
-@pytest.fixture(scope="module")
-def tiny_dinov2(tmp_path_factory):
-    from transformers import Dinov2Config, Dinov2Model
-
-    config = Dinov2Config(
-        hidden_size=32,
-        num_hidden_layers=2,
-        num_attention_heads=2,
-        mlp_ratio=2,
-        patch_size=14,
-    )
-    torch.manual_seed(0)
-    folder = tmp_path_factory.mktemp("dinov2-tiny")
-    Dinov2Model(config).save_pretrained(folder)
-    return folder
-
-
 def test_dinov3_tokens_split_into_cls_registers_and_patch_grid(tiny_dinov3):
     extractor = load_extractor(str(tiny_dinov3), short_side=64, device="cpu")
     assert (extractor.dim, extractor.stride) == (32, 16)

@@ -40,6 +40,27 @@ def check_inside(
             raise TwoDError(f"{path}: {what} ({x:g}, {y:g}) is outside the {w}x{h} image")
 
 
+def exemplar(
+    path: Path, clicks: list[str], box: str | None, flags: tuple[str, str] = ("--click", "--box")
+) -> tuple[torch.Tensor, list[tuple[float, float]], tuple[float, float, float, float] | None]:
+    """The exemplar image and the clicks or the box on it (one of them), parsed and checked to
+    lie inside it; `flags` name the caller's options in the messages."""
+    from .io import read_image
+
+    if bool(clicks) == bool(box):
+        raise TwoDError(
+            f"give the reference as {flags[0]} X,Y ... or as {flags[1]} X1,Y1,X2,Y2 (one of them)"
+        )
+    image = read_image(path)
+    points = [parse_point(c) for c in clicks]
+    parsed = parse_box(box) if box else None
+    corners = (
+        [] if parsed is None else [(parsed[0], parsed[1]), (parsed[2] - 1e-3, parsed[3] - 1e-3)]
+    )
+    check_inside(path, (image.shape[0], image.shape[1]), points or corners, "reference point")
+    return image, points, parsed
+
+
 @dataclass
 class LocalizeCommand:
     ref: Path
@@ -88,16 +109,7 @@ def localize_main(argv: list[str], prog: str) -> int:
     from .localize import LocalizeConfig, localize, reference_vector
 
     cfg: LocalizeCommand = tyro.cli(LocalizeCommand, args=argv, prog=prog, description=DESCRIPTION)
-    if bool(cfg.click) == bool(cfg.box):
-        raise TwoDError(
-            "give the reference as --click X,Y ... or as --box X1,Y1,X2,Y2 (one of them)"
-        )
-    ref_image = read_image(cfg.ref)
-    size = (ref_image.shape[0], ref_image.shape[1])
-    clicks = [parse_point(c) for c in cfg.click]
-    box = parse_box(cfg.box) if cfg.box else None
-    corners = [] if box is None else [(box[0], box[1]), (box[2] - 1e-3, box[3] - 1e-3)]
-    check_inside(cfg.ref, size, clicks or corners, "reference point")
+    ref_image, clicks, box = exemplar(cfg.ref, cfg.click, cfg.box)
     targets = list_images(cfg.target)
     device = cfg.device or ("cuda" if torch.cuda.is_available() else "cpu")
     extractor = load_extractor(

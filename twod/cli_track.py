@@ -14,7 +14,7 @@ import numpy as np
 import torch
 import tyro
 
-from .cli import check_inside, parse_box, parse_point
+from .cli import check_inside, exemplar, parse_box, parse_point
 from .dino import Precision
 from .errors import TwoDError
 from .video import VideoFrames
@@ -172,20 +172,10 @@ def command_prompts(cfg: TrackCommand, frames: VideoFrames, extractor_for_ref) -
 def reference_prompts(cfg: TrackCommand, frames: VideoFrames, extractor) -> Prompts:
     """--ref: localize by example on --frame; the best detection is the object (its box for
     SAM 2, its mask for propagation)."""
-    from .io import read_image
     from .localize import LocalizeConfig, localize, reference_vector
 
     assert cfg.ref is not None
-    if bool(cfg.ref_box) == bool(cfg.ref_click):
-        raise TwoDError(
-            "--ref needs the object in the exemplar: --ref-box X1,Y1,X2,Y2 or --ref-click X,Y"
-        )
-    ref = read_image(cfg.ref)
-    ref_size = (ref.shape[0], ref.shape[1])
-    clicks = [parse_point(c) for c in cfg.ref_click]
-    box = parse_box(cfg.ref_box) if cfg.ref_box else None
-    corners = [] if box is None else [(box[0], box[1]), (box[2] - 1e-3, box[3] - 1e-3)]
-    check_inside(cfg.ref, ref_size, clicks or corners, "reference point")
+    ref, clicks, box = exemplar(cfg.ref, cfg.ref_click, cfg.ref_box, ("--ref-click", "--ref-box"))
     reference = reference_vector(extractor.extract([ref]), clicks, box)
     image = torch.from_numpy(np.array(frames[cfg.frame], dtype=np.float32) / 255.0)
     found = localize(reference, extractor.extract([image]), LocalizeConfig(top_k=1), image=image)

@@ -44,7 +44,7 @@ def cycle(extractor, frames: list[np.ndarray], mask: np.ndarray, cfg: PropagateC
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(description=(__doc__ or "").splitlines()[0])
     parser.add_argument("--short-side", type=int, default=480)
     parser.add_argument("--threads", type=int, default=2)
     args = parser.parse_args()

@@ -191,13 +191,13 @@ def _levels(scene, features: str | None):
                 f"unknown features {name!r}; lifted here: {', '.join(known) or 'none'}",
             )
         lifted = load_features(folder, name, scene_file=scene.gaussians_file)
-        if lifted.features.shape[0] != len(scene.gaussians):
+        if lifted.num_gaussians != len(scene.gaussians):
             raise SceneError(
                 folder / f"features_{name}.safetensors",
-                f"{lifted.features.shape[0]} rows for {len(scene.gaussians)} Gaussians: "
+                f"{lifted.num_gaussians} rows for {len(scene.gaussians)} Gaussians: "
                 "lifted from another scene (re-run omnivision-lift)",
             )
-        levels.append(Level(name, lifted.features, lifted.pca))
+        levels.append(Level(name, lifted.features, lifted.pca, lifted.codebook))
         first = first or lifted
     return levels, first, names
 

@@ -51,6 +51,7 @@ from jaxtyping import Float
 from torch import Tensor
 
 from omnivision.lift.aggregate import PCA
+from omnivision.lift.codebook import Codebook
 from omnivision.query.queries import PhraseIndex, relevancy_threshold
 from omnivision.scenes.cameras import Cameras
 from omnivision.scenes.errors import SceneError
@@ -87,11 +88,14 @@ class LerfConfig:
 
 @dataclass
 class Level:
-    """One lifted feature set (a LangSplat level), with its PCA when stored compressed."""
+    """One lifted feature set (a LangSplat level), with its PCA when stored compressed, and its
+    codebook when stored as one (`features` are then the decoded rows, rendered by the 2D
+    `features` path; per-Gaussian relevancy is scored per entry and gathered)."""
 
     name: str
     features: Float[Tensor, "N E"]
     pca: PCA | None = None
+    codebook: Codebook | None = None
 
 
 @dataclass
@@ -307,7 +311,7 @@ def _rendered(
 
 
 def _relevancy(
-    features: Float[Tensor, "M E"], pca: PCA | None, texts: Tensor, config: LerfConfig
+    features: Float[Tensor, "M E"] | Codebook, pca: PCA | None, texts: Tensor, config: LerfConfig
 ) -> Float[Tensor, "Q M"]:
     """Relevancy of M feature rows (Gaussians or pixels) to each query of `texts` ([queries,
     negatives]): one `PhraseIndex` pass for the negatives' part, then one mv per query;
@@ -399,7 +403,10 @@ def evaluate_lerf(
         texts = text([*categories, *config.negatives])
         truths = [frame.categories[c].mask(H, W) for c in categories]
         boxes = [frame.categories[c].boxes for c in categories]
-        gaussian_scores = [_relevancy(lv.features, lv.pca, texts, config) for lv in levels]
+        gaussian_scores = [
+            _relevancy(lv.features if lv.codebook is None else lv.codebook, lv.pca, texts, config)
+            for lv in levels
+        ]
         # the 3D protocol takes, per query, the level with the largest per-Gaussian relevancy
         picks = [int(np.argmax([float(s[k].max()) for s in gaussian_scores])) for k in range(Q)]
         selected = torch.stack(

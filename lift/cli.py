@@ -11,13 +11,17 @@ import tyro
 from omnivision.scenes.errors import SceneError
 from omnivision.twod.dino import Precision
 
+from .codebook import MAX_ENTRIES, CodebookConfig, FitResult, fit_codebook
 from .pipeline import LiftConfig, LiftResult, finish, lift_scene, select_views
 from .store import (
+    codebook_record,
     feature_name,
     features_path,
     file_hash,
+    load_features,
     merge_partials,
     read_manifest,
+    save_codebook,
     save_features,
     save_partial,
     write_manifest_entry,
@@ -60,6 +64,13 @@ class LiftCommand:
     """k/n: lift every n-th view from k and write partial sums (merge them with `omnivision-lift merge`)."""
     fp16: bool = True
     """Store features as float16."""
+    codebook: int | None = None
+    """Store the features as a codebook instead: K entries (weighted k-means, 1 <= K <= 65535)
+    and a uint16 index per Gaussian (4 bytes a Gaussian with its weight sum; phrases cost K x D).
+    When the full features of the same lift are already here, they are quantized (and replaced)
+    without lifting again."""
+    codebook_weighted: bool = True
+    """Weight each Gaussian in the k-means by its lifted weight sum."""
     out: Path | None = None
     """Output folder (default: SCENE_DIR/omnivision)."""
     force: bool = False
@@ -75,11 +86,17 @@ class MergeCommand:
     out: Path | None = None
     diffuse: bool = False
     fp16: bool = True
+    codebook: int | None = None
+    """Store the merged features as a codebook of K entries (see omnivision-lift --codebook)."""
+    codebook_weighted: bool = True
+    device: str | None = None
+    """Where the codebook is fitted (default: CUDA when present)."""
 
 
 DESCRIPTION = """Lift 2D features onto the Gaussians (LUDVIG aggregation, optional graph diffusion).
 
-Writes OUT/features_<name>.safetensors (per-Gaussian features, weight sums, seen mask) and
+Writes OUT/features_<name>.safetensors (per-Gaussian features, weight sums, seen mask; with
+--codebook K a K-entry codebook and a uint16 index per Gaussian instead of the features) and
 OUT/manifest.json. A second run with the same settings does nothing.
 
 examples:
@@ -87,6 +104,7 @@ examples:
   omnivision-lift garden/ --features dinov3-vitb16 --pca 40 --diffuse
   omnivision-lift big/ --features dinov2-small --shard 0/4   # ...shards 1-3 elsewhere, then:
   omnivision-lift merge big/ --features dinov2-small
+  omnivision-lift garden/ --features clip-pyramid --codebook 1024   # 4 bytes a Gaussian
 """
 
 
@@ -100,6 +118,65 @@ def _parse_shard(text: str | None) -> tuple[int, int] | None:
     if not 0 <= k < n:
         raise SceneError(Path(text), f"--shard {text}: need 0 <= k < n")
     return k, n
+
+
+def _check_codebook(k: int | None, where: Path) -> None:
+    if k is not None and not 1 <= k <= MAX_ENTRIES:
+        raise SceneError(
+            where, f"--codebook {k}: want 1 <= K <= {MAX_ENTRIES} (the index is uint16)"
+        )
+
+
+def _codebook_request(k: int | None, weighted: bool) -> dict:
+    """The request's `codebook` key, present only with --codebook (older entries stay equal)."""
+    return {} if k is None else {"codebook": {"entries": k, "weighted": weighted}}
+
+
+def _quantize(
+    features, weights, seen, k: int, weighted: bool, device: str | None, where: Path
+) -> tuple[FitResult, float]:
+    """Fit the codebook (on `device`, default CUDA when present); (fit, seconds). K larger than
+    the Gaussians it can be fitted on is bad input (exit 2)."""
+    import time
+
+    import torch
+
+    start = time.perf_counter()
+    device = device or ("cuda" if torch.cuda.is_available() else "cpu")
+    config = CodebookConfig(k, weighted=weighted)
+    try:
+        fit = fit_codebook(features.to(device), weights.to(device), config)
+    except ValueError as err:
+        raise SceneError(
+            where, f"--codebook {k}: {err} (of {len(seen)} Gaussians): use a smaller K"
+        ) from None
+    fit.codebook = fit.codebook.to("cpu")
+    return fit, time.perf_counter() - start
+
+
+def _codebook_entry(fit: FitResult, weighted: bool, fp16: bool, path: Path, seconds: float):
+    return {
+        **codebook_record(fit.codebook, fp16, path),
+        "fitted_entries": len(fit.codebook.entries) - int(fit.zero_entry),
+        "zero_entry": fit.zero_entry,
+        "weighted": weighted,
+        "seed": 0,
+        "iterations": fit.iterations,
+        "fitted_on": fit.fitted,
+        "relative_squared_error": round(fit.inertia / max(fit.energy, 1e-30), 6),
+        "seconds": round(seconds, 3),
+    }
+
+
+def _codebook_summary(record: dict, dims: int, fp16: bool) -> str:
+    full = dims * (2 if fp16 else 4) + 5
+    return (
+        f"  codebook: {record['fitted_entries']} entries"
+        + (" + a zero entry for featureless Gaussians" if record["zero_entry"] else "")
+        + f", {record['bytes_per_gaussian']} bytes a Gaussian (index + seen bit; + {record['codebook_bytes']} "
+        f"bytes of codebook) instead of {full}; relative squared error "
+        f"{record['relative_squared_error']:.3f}; fitted in {record['seconds']:.1f} s"
+    )
 
 
 def _summary(result: LiftResult, path: Path) -> str:
@@ -120,6 +197,13 @@ def lift_main(argv: list[str], prog: str) -> int:
 
     cmd: LiftCommand = tyro.cli(LiftCommand, args=argv, prog=prog, description=DESCRIPTION)
     shard = _parse_shard(cmd.shard)
+    _check_codebook(cmd.codebook, cmd.scene)
+    if shard is not None and cmd.codebook is not None:
+        raise SceneError(
+            cmd.scene,
+            f"--codebook goes with the merge, not a shard: omnivision-lift merge {cmd.scene} "
+            f"--features {cmd.features} --codebook {cmd.codebook}",
+        )
     if shard is not None and cmd.refine:
         # a shard writes sums over its views; refinement needs every view's map at once
         raise SceneError(
@@ -128,6 +212,12 @@ def lift_main(argv: list[str], prog: str) -> int:
             "view; lift without --shard to refine",
         )
     scene = load_scene(cmd.scene, orbit_views=24)
+    if cmd.codebook is not None and cmd.codebook > len(scene.gaussians):
+        raise SceneError(
+            scene.gaussians_file,
+            f"--codebook {cmd.codebook}: more entries than the scene's {len(scene.gaussians)} "
+            "Gaussians: use a smaller K",
+        )
     out = cmd.out or scene.root / "omnivision"
     config = LiftConfig(
         features=cmd.features,
@@ -171,6 +261,7 @@ def lift_main(argv: list[str], prog: str) -> int:
             else {}
         ),
         **({"sam": cmd.sam} if cmd.features == "clip-masks" else {}),
+        **_codebook_request(cmd.codebook, cmd.codebook_weighted),
     }
     name = feature_name(cmd.features)
     existing = read_manifest(out).get("features", {}).get(name, {})
@@ -184,6 +275,10 @@ def lift_main(argv: list[str], prog: str) -> int:
             f"up to date: {features_path(out, name)} (same scene, features and settings; --force to redo)"
         )
         return 0
+    if cmd.codebook is not None and config.shard is None and not cmd.force:
+        full_request = {k: v for k, v in request.items() if k != "codebook"}
+        if existing.get("request") == full_request and features_path(out, name).is_file():
+            return _quantize_existing(out, name, existing, request, cmd)
     result = lift_scene(scene, config, progress=True)
     if config.shard is not None:
         path = save_partial(out, name, config.shard, result.sums, result.views, result.pca, request)
@@ -191,30 +286,87 @@ def lift_main(argv: list[str], prog: str) -> int:
             f"wrote {path} ({len(result.views)} views, {result.seconds:.1f} s); merge with: omnivision-lift merge {cmd.scene} --features {cmd.features}"
         )
         return 0
-    path = save_features(
-        out, name, result.features, result.weights, result.seen, result.pca, cmd.fp16
-    )
-    write_manifest_entry(out, name, _entry(result, request))
-    print(_summary(result, path))
+    _write(out, name, result, request, cmd.codebook, cmd.codebook_weighted, cmd.fp16, cmd.device)
     for note in result.notes:
         print(f"  {note}")
     return 0
 
 
-def _entry(result: LiftResult, request: dict) -> dict:
+def _write(
+    out: Path,
+    name: str,
+    result: LiftResult,
+    request: dict,
+    k: int | None,
+    weighted: bool,
+    fp16: bool,
+    device: str | None,
+) -> None:
+    """The feature file (full, or the codebook form with `k`) and its manifest entry; prints the summary."""
+    if k is None:
+        path = save_features(
+            out, name, result.features, result.weights, result.seen, result.pca, fp16
+        )
+        write_manifest_entry(out, name, _entry(result, request, fp16))
+        print(_summary(result, path))
+        return
+    # fitted on the features as the full file would store them (rounded in place: nothing reads
+    # them after this), so quantizing a full file later gives this same codebook; fitted before
+    # anything is written: a K too large leaves the old file in place
+    if fp16:
+        result.features.copy_(result.features.half())
+    fit, seconds = _quantize(
+        result.features, result.weights, result.seen, k, weighted, device, features_path(out, name)
+    )
+    path = save_codebook(out, name, fit.codebook, result.weights, result.seen, result.pca, fp16)
+    record = _codebook_entry(fit, weighted, fp16, path, seconds)
+    write_manifest_entry(out, name, _entry(result, request, fp16, record))
+    print(_summary(result, path))
+    print(_codebook_summary(record, result.features.shape[1], fp16))
+
+
+def _quantize_existing(out: Path, name: str, existing: dict, request: dict, cmd) -> int:
+    """--codebook K over the full features of the same lift already in `out`: fit, replace the
+    file with its codebook form, record it; no lifting."""
+    lifted = load_features(out, name)
+    path = features_path(out, name)
+    fit, seconds = _quantize(
+        lifted.features, lifted.weight_sums, lifted.seen, cmd.codebook, cmd.codebook_weighted,
+        cmd.device, path,
+    )  # fmt: skip
+    path = save_codebook(
+        out, name, fit.codebook, lifted.weight_sums, lifted.seen, lifted.pca, cmd.fp16
+    )
+    record = _codebook_entry(fit, cmd.codebook_weighted, cmd.fp16, path, seconds)
+    entry = {**existing, "request": request, "form": "codebook", "codebook": record}
+    entry["bytes_per_gaussian"] = record["bytes_per_gaussian"]
+    write_manifest_entry(out, name, entry)
+    print(f"wrote {path}: quantized the full {name} features already lifted here (same request)")
+    print(_codebook_summary(record, lifted.features.shape[1], cmd.fp16))
+    return 0
+
+
+def _entry(result: LiftResult, request: dict, fp16: bool, codebook: dict | None = None) -> dict:
+    """The manifest entry: the request, what ran, and what the file holds (`form` full or
+    codebook, bytes per Gaussian; `codebook` describes the codebook form)."""
     import torch
 
     from omnivision import __version__
 
+    dims = int(result.features.shape[1])
+    full_bytes = dims * (2 if fp16 else 4) + 4 + 1  # features + fp32 weight sum + seen byte
     return {
         "request": request,
         "omnivision": __version__,
         "torch": torch.__version__,
-        "dims": int(result.features.shape[1]),
+        "dims": dims,
         "views": result.views,
         "coverage": round(result.coverage, 6),
         "seconds": round(result.seconds, 3),
         "file": features_path(Path("."), result.feature_name).name,
+        "form": "full" if codebook is None else "codebook",
+        "bytes_per_gaussian": full_bytes if codebook is None else codebook["bytes_per_gaussian"],
+        **({} if codebook is None else {"codebook": codebook}),
     }
 
 
@@ -226,6 +378,7 @@ def merge_main(argv: list[str], prog: str) -> int:
     cmd: MergeCommand = tyro.cli(
         MergeCommand, args=argv, prog=prog, description="Add the partial sums of sharded lifts."
     )
+    _check_codebook(cmd.codebook, cmd.scene)
     scene = load_scene(cmd.scene, orbit_views=24)
     out = cmd.out or scene.root / "omnivision"
     name = feature_name(cmd.features)
@@ -234,13 +387,11 @@ def merge_main(argv: list[str], prog: str) -> int:
     # what the merged file holds: aggregated sums of all shards' views, never refined (partial
     # files of older versions may record a --refine that their shard did not apply)
     request = {**request, "views": views, "diffuse": cmd.diffuse, "fp16": cmd.fp16, "refine": 0}
+    request.pop("codebook", None)
+    request.update(_codebook_request(cmd.codebook, cmd.codebook_weighted))
     config = LiftConfig(diffuse=cmd.diffuse)
     result = finish(
         sums, views, name, pca, scene.gaussians.means, config, time.perf_counter() - start
     )
-    path = save_features(
-        out, name, result.features, result.weights, result.seen, result.pca, cmd.fp16
-    )
-    write_manifest_entry(out, name, _entry(result, request))
-    print(_summary(result, path))
+    _write(out, name, result, request, cmd.codebook, cmd.codebook_weighted, cmd.fp16, cmd.device)
     return 0

@@ -7,7 +7,9 @@ A kNN graph on Gaussian centres; edge weights
 with S_f a Gaussian kernel on the distance of L2-normalised features (bandwidth relative to the
 median edge distance) and P an optional unary score in [0, 1]. Diffusion is power iteration
 g <- Â g with the row-normalised Â (each step a weighted neighbour average), optionally with a
-restart towards g_0. Sparse CSR matrices throughout: 1M Gaussians x k=16 is 16M edges (~200 MB).
+restart towards g_0. Sparse CSR matrices throughout: 1M Gaussians x k=16 is 16M kNN edges, ~18M
+entries once symmetrised (~150 MB in fp32 with int32 indices). Each stage is linear in the edges
+(no global sort); bench/diffusion.py times them.
 """
 
 from __future__ import annotations
@@ -21,8 +23,6 @@ import torch
 import torch.nn.functional as F
 from jaxtyping import Bool, Float, Int
 from torch import Tensor
-
-CHUNK = 1 << 16
 
 
 @dataclass
@@ -56,10 +56,12 @@ def knn_graph(
             except ImportError:
                 pass
     if backend == "torch":
-        d = torch.cdist(points.float(), points.float())
+        d = torch.cdist(
+            points.double(), points.double(), compute_mode="donot_use_mm_for_euclid_dist"
+        )
         d.fill_diagonal_(float("inf"))
         dist, idx = torch.topk(d, k, largest=False)
-        return KnnGraph(idx, dist)
+        return KnnGraph(idx, dist.float())
     if backend == "torch-cluster":
         from torch_cluster import knn
 
@@ -69,11 +71,43 @@ def knn_graph(
         return KnnGraph(target, dist)
     from scipy.spatial import cKDTree  # pyright: ignore[reportAttributeAccessIssue]
 
+    if k < 1:
+        return KnnGraph(torch.empty(n, 0, dtype=torch.int64), torch.empty(n, 0))
     pts = points.detach().cpu().double().numpy()
-    dist, idx = cKDTree(pts).query(pts, k=k + 1, workers=-1)
-    return KnnGraph(
-        torch.from_numpy(idx[:, 1:].astype(np.int64)), torch.from_numpy(dist[:, 1:]).float()
-    )
+    # Sliding-midpoint build (no median splits): builds in half the time, queries as fast.
+    tree = cKDTree(pts, balanced_tree=False, compact_nodes=False)
+    # Query in the tree's leaf order: consecutive queries walk the same nodes (cache-friendly,
+    # ~1.7x less CPU than the input order at 1M), then scatter the rows back.
+    order = tree.indices
+    dist, idx = tree.query(pts[order], k=k + 1, workers=-1)
+    # Self is column 0 unless another Gaussian has the same centre; then move self there.
+    clash = np.flatnonzero(idx[:, 0] != order)
+    if len(clash):
+        first = np.argsort(idx[clash] != order[clash, None], axis=1, kind="stable")
+        idx[clash] = np.take_along_axis(idx[clash], first, 1)
+    indices = torch.empty(n, k, dtype=torch.int64)
+    distances = torch.empty(n, k)
+    rows = torch.from_numpy(order)
+    indices[rows] = torch.from_numpy(idx[:, 1:])
+    distances[rows] = torch.from_numpy(dist[:, 1:]).float()
+    return KnnGraph(indices, distances)
+
+
+def _sampled_dots(f: Float[Tensor, "N D"], indices: Int[Tensor, "N K"]) -> Float[Tensor, "N K"]:
+    """f_i · f_j for each j in indices[i]: torch's sampled sparse-dense product on the kNN
+    pattern (CSR, columns in kNN order), without an (N, K, D) gather."""
+    n, k = indices.shape
+    crow = torch.arange(n + 1, dtype=torch.int64, device=indices.device) * k
+    with warnings.catch_warnings():  # "sparse CSR support is in beta": it works, and it is fast
+        warnings.simplefilter("ignore", UserWarning)
+        pattern = torch.sparse_csr_tensor(
+            crow,
+            indices.reshape(-1),
+            torch.zeros(n * k, dtype=f.dtype, device=indices.device),
+            (n, f.shape[0]),
+            check_invariants=False,
+        )
+        return torch.sparse.sampled_addmm(pattern, f, f.T, beta=0).values().reshape(n, k)
 
 
 def edge_weights(
@@ -82,45 +116,70 @@ def edge_weights(
     unary: Float[Tensor, "N"] | None = None,
     bandwidth: float = 1.0,
 ) -> Float[Tensor, "N K"]:
-    """A_ij on the kNN edges: feature similarity kernel (1 without features) x sqrt(P_i P_j)."""
+    """A_ij on the kNN edges: feature similarity kernel (1 without features) x sqrt(P_i P_j).
+
+    ‖f̂_i − f̂_j‖² = ‖f̂_i‖² + ‖f̂_j‖² − 2 f̂_i·f̂_j, the dot products on the kNN edges only.
+    That sum's fp32 rounding (~1e-6) moves a weight by about that / 2σ²: it runs in fp32 when
+    σ² ≥ 0.1 (σ estimated exactly on a sample of edges), else in fp64 (neighbours with nearly
+    equal features, as colours and masks have)."""
     n, k = graph.indices.shape
-    weights = torch.ones(n, k)
-    if features is not None:
-        f = F.normalize(features.float(), dim=-1)
-        dist = torch.empty(n, k)
-        for start in range(0, n, CHUNK):  # (chunk, K, D) at a time, not (N, K, D)
-            rows = slice(start, start + CHUNK)
-            dist[rows] = (f[rows, None, :] - f[graph.indices[rows]]).norm(dim=-1)
-        sigma = bandwidth * dist.median().clamp_min(1e-6)
-        weights = torch.exp(-(dist**2) / (2 * sigma**2))
+    device = graph.indices.device
+    if features is None or k == 0:
+        weights = torch.ones(n, k, device=device)
+    else:
+        f = F.normalize(features.to(device).float(), dim=-1)
+        rows = torch.linspace(0, n - 1, min(n, 4096), device=device).long()
+        sample = (f[rows, None] - f[graph.indices[rows]]).square().sum(-1)
+        if bandwidth**2 * float(sample.median()) < 0.1:
+            f = f.double()  # the fp32 f̂, exactly
+        dots = _sampled_dots(f, graph.indices)
+        # ‖f̂_i‖² by the same kernel, so that equal features are exactly 0 apart (one-hot masks:
+        # when over half the edges join equal features, σ is tiny and that 0 decides the edge)
+        norms = _sampled_dots(f, torch.arange(n, device=device)[:, None])[:, 0]
+        del f
+        squared = dots.mul_(-2).add_(norms[:, None]).add_(norms[graph.indices]).clamp_min_(0)
+        squared = squared.float()  # the cancellation is done: fp32 holds the result
+        # σ = b · median distance; the median of the squares is the square of the median
+        sigma2 = bandwidth**2 * squared.median().clamp_min(1e-12)
+        weights = squared.mul_(-0.5 / sigma2).exp_()
     if unary is not None:
-        p = unary.float().clamp(0, 1)
-        weights = weights * torch.sqrt(p[:, None] * p[graph.indices])
+        p = unary.to(device).float().clamp(0, 1)
+        weights = weights.mul_(torch.sqrt(p[:, None] * p[graph.indices]))
     return weights
 
 
 def adjacency(graph: KnnGraph, weights: Float[Tensor, "N K"], normalise: bool = True) -> Tensor:
-    """Row-normalised sparse CSR matrix Â (N, N) of the weighted kNN graph, symmetrised."""
+    """Row-normalised sparse CSR matrix Â (N, N) of the weighted kNN graph, symmetrised
+    ((W + Wᵀ) / 2: an edge in either direction connects both Gaussians), fp32 values.
+
+    Built with scipy's linear-time CSR transpose and merge (no sort of the 2·N·K entries);
+    the result shares scipy's index arrays (int32 below 2³¹ entries) and lives on the graph's
+    device."""
+    import scipy.sparse
+
     n, k = graph.indices.shape
-    rows = torch.arange(n).repeat_interleave(k)
-    cols = graph.indices.reshape(-1)
-    vals = weights.reshape(-1).float()
-    # Symmetrise: an edge in either direction connects both Gaussians.
-    coo = torch.sparse_coo_tensor(
-        torch.stack([torch.cat([rows, cols]), torch.cat([cols, rows])]),
-        torch.cat([vals, vals]) / 2,
-        (n, n),
-        check_invariants=False,
-    ).coalesce()
+    index_dtype = np.int32 if n * k < 2**31 - 1 else np.int64
+    knn = scipy.sparse.csr_matrix(
+        (
+            weights.detach().cpu().float().mul(0.5).numpy().reshape(-1),  # a copy, sorted below
+            graph.indices.cpu().numpy().astype(index_dtype).reshape(-1),
+            np.arange(n + 1, dtype=index_dtype) * k,
+        ),
+        shape=(n, n),
+    )
+    knn.sort_indices()  # canonical (sorted columns, no duplicates): the merge below is linear
+    sym = (knn + knn.T.tocsr()).tocsr()
     if normalise:
-        degree = torch.sparse.sum(coo, dim=1).to_dense().clamp_min(1e-12)
-        idx = coo.indices()
-        coo = torch.sparse_coo_tensor(
-            idx, coo.values() / degree[idx[0]], (n, n), check_invariants=False
-        )
-    with warnings.catch_warnings():  # "sparse CSR support is in beta": it works, and it is fast
+        degree = sym @ np.ones(n, dtype=np.float32)
+        sym.data *= np.repeat(1 / np.maximum(degree, 1e-12), np.diff(sym.indptr))
+    crow = torch.from_numpy(sym.indptr)
+    col = torch.from_numpy(sym.indices).to(crow.dtype)
+    with warnings.catch_warnings():
         warnings.simplefilter("ignore", UserWarning)
-        return coo.to_sparse_csr()
+        matrix = torch.sparse_csr_tensor(
+            crow, col, torch.from_numpy(sym.data).float(), (n, n), check_invariants=False
+        )
+    return matrix.to(graph.indices.device)
 
 
 def diffuse(
@@ -132,20 +191,33 @@ def diffuse(
 ) -> Float[Tensor, "N C"]:
     """Power iteration g <- (1 - restart) Â g + restart g_0; with `anchored`, only those rows
     restart (the rest, e.g. Gaussians no view saw, are free and settle to the weighted mean of
-    their neighbours)."""
+    their neighbours). Two fp32 buffers, written in place."""
     g0 = values.float()
     g = g0
-    for _ in range(iterations):
-        g = matrix @ g
-        if restart > 0 and anchored is None:
-            g = (1 - restart) * g + restart * g0
-        elif restart > 0:
-            g[anchored] = (1 - restart) * g[anchored] + restart * g0[anchored]
-    return g
+    mix = None  # (keep, pull) per row when only the anchored rows restart
+    if restart > 0 and anchored is not None:
+        rate = restart * anchored.to(g0.device).float()[:, None]
+        mix = (1 - rate, rate * g0)
+    buffers = [torch.empty_like(g0), torch.empty_like(g0)]
+    for step in range(iterations):
+        out = buffers[step % 2]
+        if restart <= 0:
+            torch.mm(matrix, g, out=out)
+        elif mix is None:  # one fused sparse kernel: restart·g0 + (1 − restart)·Â g
+            torch.addmm(g0, matrix, g, beta=restart, alpha=1 - restart, out=out)
+        else:
+            torch.mm(matrix, g, out=out).mul_(mix[0]).add_(mix[1])
+        g = out
+    return g if iterations else g0.clone()
 
 
 def diffuse_reference(
-    values: Tensor, graph: KnnGraph, weights: Tensor, iterations: int, restart: float = 0.0
+    values: Tensor,
+    graph: KnnGraph,
+    weights: Tensor,
+    iterations: int,
+    restart: float = 0.0,
+    anchored: Tensor | None = None,
 ) -> Tensor:
     """Slow twin of `adjacency` + `diffuse`: dense matrix, explicit symmetrisation, a loop."""
     n = values.shape[0]
@@ -155,10 +227,11 @@ def diffuse_reference(
             dense[i, j] += w / 2
             dense[j, i] += w / 2
     dense = dense / dense.sum(1, keepdim=True).clamp_min(1e-12)
+    rate = torch.full((n, 1), restart) if anchored is None else restart * anchored.float()[:, None]
     g0 = values.float()
     g = g0
     for _ in range(iterations):
-        g = (1 - restart) * (dense @ g) + restart * g0 if restart > 0 else dense @ g
+        g = (1 - rate) * (dense @ g) + rate * g0
     return g
 
 
@@ -166,19 +239,21 @@ def fill_unseen(
     values: Float[Tensor, "N C"], seen: Bool[Tensor, "N"], graph: KnnGraph, max_iterations: int = 50
 ) -> tuple[Float[Tensor, "N C"], int]:
     """Give Gaussians no view saw the average of their filled neighbours, spreading inward from
-    the seen ones; returns the values and how many stayed unfilled (isolated clusters)."""
+    the seen ones; returns the values and how many stayed unfilled (isolated clusters). Each
+    step looks at the unfilled rows only."""
     out = values.clone().float()
     known = seen.clone()
     for _ in range(max_iterations):
-        if bool(known.all()):
+        rows = torch.nonzero(~known).squeeze(1)
+        if rows.numel() == 0:
             break
-        nb_known = known[graph.indices].float()  # (N, K)
-        count = nb_known.sum(1)
-        update = ~known & (count > 0)
-        if not bool(update.any()):
-            break
-        rows = torch.nonzero(update).squeeze(1)
         nb = graph.indices[rows]
-        out[rows] = (out[nb] * nb_known[rows, :, None]).sum(1) / count[rows, None]
-        known = known | update
+        nb_known = known[nb].float()  # (U, K)
+        count = nb_known.sum(1)
+        reached = count > 0
+        if not bool(reached.any()):
+            break
+        rows, nb, nb_known, count = rows[reached], nb[reached], nb_known[reached], count[reached]
+        out[rows] = (out[nb] * nb_known[:, :, None]).sum(1) / count[:, None]
+        known[rows] = True
     return out, int((~known).sum())

@@ -23,7 +23,17 @@ from omnivision.scenes.load import Scene
 from omnivision.scenes.render import RenderConfig, render
 from omnivision.twod.dino import Precision
 
-from .aggregate import PCA, FeatureSums, fit_pca, lift_view, sample_pixels
+from .aggregate import (
+    PCA,
+    AggregationPath,
+    FeatureMap,
+    FeatureSums,
+    LabelMap,
+    accumulate_view,
+    dense_map,
+    fit_pca,
+    sample_pixels,
+)
 from .diffusion import adjacency, diffuse, edge_weights, fill_unseen, knn_graph
 from .store import feature_name
 
@@ -60,6 +70,9 @@ class LiftConfig:
     sam_config: str | None = None
     cache_dir: Path | None = None
     """Where dense CLIP features are cached per image (default: no cache)."""
+    aggregation: AggregationPath = "auto"
+    """auto: maps coarser than the render are lifted on their own grid (blending weights pooled
+    through the bilinear upsampling), others per pixel; pooled / pixel force one (same sums)."""
     refine: int = 0
     """Gradient steps of feature distillation after aggregation (0: aggregation only). Needs
     every view's map, so it cannot go with `shard` (a shard writes sums, not features)."""
@@ -86,8 +99,8 @@ class LiftResult:
         return float(self.seen.float().mean())
 
 
-FeatureFn = Callable[[Tensor, int], Tensor]
-"""(image (H, W, 3) in [0, 1], view index) -> feature map (h, w, D)."""
+FeatureFn = Callable[[Tensor, int], FeatureMap]
+"""(image (H, W, 3) in [0, 1], view index) -> feature map (h, w, D), or a `LabelMap` (h, w)."""
 
 
 def mean_of_levels(maps: Float[Tensor, "L h w E"]) -> Float[Tensor, "h w E"]:
@@ -145,7 +158,7 @@ def make_feature_fn(
         folder = Path(name.removeprefix("masks:"))
         label_maps = _label_maps(folder, cameras)
         num = int(max(int(m.max()) for m in label_maps.values())) + 1
-        return (lambda _, view: F.one_hot(label_maps[view].long(), num).float()), "masks"
+        return (lambda _, view: LabelMap(label_maps[view], num)), "masks"
     from omnivision.twod.extractors import load_extractor
 
     extractor = load_extractor(
@@ -249,18 +262,19 @@ def lift_scene(
         config.pca,
     )
     sums: FeatureSums | None = None
-    kept: dict[int, Tensor] = {}  # per-view maps, kept only when refinement will need them again
+    kept: dict[int, FeatureMap] = {}  # per-view maps, kept only for refinement
     for view in tqdm(views, desc=f"lift {name}", unit="view", disable=not progress):
         image = view_image(gaussians, cameras, view, use_photos)
         feature_map = fn(image, view)
         if pca is not None:
-            feature_map = pca(feature_map)
+            feature_map = pca(dense_map(feature_map))
         if config.refine:
-            kept[view] = feature_map.cpu()
-        s, w = lift_view(gaussians, cameras, view, feature_map.to(device))
+            kept[view] = feature_map.to("cpu")
         if sums is None:
-            sums = FeatureSums.zeros(len(gaussians), s.shape[1], device)
-        sums.add(s, w)
+            sums = FeatureSums.zeros(len(gaussians), feature_map.shape[-1], device)
+        accumulate_view(
+            sums, gaussians, cameras, view, feature_map.to(device), path=config.aggregation
+        )
     if sums is None:
         raise ValueError("no views to lift")
     result = finish(sums, views, name, pca, gaussians.means, config, time.perf_counter() - start)
@@ -283,7 +297,9 @@ def _fit_pca(gaussians, cameras, views, use_photos, fn, dim) -> PCA | None:
         return None
     generator = torch.Generator().manual_seed(0)
     samples = [
-        sample_pixels(fn(view_image(gaussians, cameras, v, use_photos), v), 4096, generator)
+        sample_pixels(
+            dense_map(fn(view_image(gaussians, cameras, v, use_photos), v)), 4096, generator
+        )
         for v in views[:4]
     ]
     return fit_pca(torch.cat(samples), dim)

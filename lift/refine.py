@@ -1,7 +1,12 @@
 """Optional distillation refinement (the Feature-3DGS objective, features only, geometry frozen):
 starting from the aggregated features, gradient descent on Σ_views ‖render(f) − α·F‖² through our
 differentiable renderer. α is the rendered opacity, so a constant feature field reproduces F
-exactly where the scene is opaque and the loss does not pull features towards zero at edges."""
+exactly where the scene is opaque and the loss does not pull features towards zero at edges.
+
+Refinement stays per pixel (see lift/DESIGN.md): the gradient Wᵀ(W f − α U F) has a pooled part,
+Wᵀ diag(α) U F, but W f is a render of the features being fitted, so each step's D-sized work is
+per pixel anyway. What it keeps from the pooled design is the maps at their own grid (a
+`LabelMap` as labels), upsampled one view at a time inside the loss."""
 
 from __future__ import annotations
 
@@ -15,16 +20,16 @@ from omnivision.scenes.cameras import Cameras
 from omnivision.scenes.gaussians import GaussianScene
 from omnivision.scenes.render import RenderConfig, render
 
-from .aggregate import resize_feature_map
+from .aggregate import FeatureMap, dense_map, resize_feature_map
 
 
 def reconstruction_loss(
-    scene: GaussianScene, cameras: Cameras, view: int, features: Tensor, target: Tensor
+    scene: GaussianScene, cameras: Cameras, view: int, features: Tensor, target: FeatureMap
 ) -> Tensor:
     out = render(scene, cameras[view], features, RenderConfig(rgb=False))
     assert out.features is not None
     size = (cameras.heights[view], cameras.widths[view])
-    goal = resize_feature_map(target, size).to(out.features) * out.alpha[0, ..., None]
+    goal = resize_feature_map(dense_map(target), size).to(out.features) * out.alpha[0, ..., None]
     return ((out.features[0] - goal) ** 2).mean()
 
 
@@ -32,7 +37,7 @@ def refine_features(
     scene: GaussianScene,
     cameras: Cameras,
     views: list[int],
-    feature_map: Callable[[int], Tensor],
+    feature_map: Callable[[int], FeatureMap],
     init: Float[Tensor, "N D"],
     steps: int,
     lr: float = 0.02,

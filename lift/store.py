@@ -5,24 +5,33 @@ file. The manifest records what produced each feature file (backbone, dims, view
 file's hash, settings, time taken); a run whose request matches the manifest does nothing, and
 `load_features(..., scene_file=)` refuses features lifted from another scene file.
 Shards write `partial_<name>_<k>-of-<n>.safetensors` (raw sums); `merge_partials` adds them.
+
+A feature file holds one of two forms, told apart by its tensors (and the manifest entry's
+`form`): *full* (`features` (N, D) fp16/fp32, `weight_sums` fp32, `seen` uint8) or *codebook*
+(`codebook` (K', D) fp16/fp32, `codebook_index` (N,) uint16, `seen_bits` the seen mask packed 8 to
+a byte: 2.125 bytes a Gaussian; no weight sums, which only a fit or a merge needs). `load_features`
+reads both; the codebook form decodes `features` only when something asks for them.
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import torch
 from safetensors.torch import load_file, save_file
 
 from omnivision.scenes.errors import SceneError, atomic_path
 
 from .aggregate import PCA, FeatureSums
+from .codebook import Codebook
 
 MANIFEST = "manifest.json"
+CODEBOOK_BYTES_PER_GAUSSIAN = 2.125
+"""A codebook file's bytes a Gaussian besides the codebook: the uint16 index and one seen bit."""
 
 
 def feature_name(features: str) -> str:
@@ -87,19 +96,109 @@ def save_features(
     if pca is not None:
         tensors.update(pca_mean=pca.mean, pca_components=pca.components)
     path = features_path(out_dir, name)
-    _save(tensors, path, {"name": name})
+    _save(tensors, path, {"name": name, "form": "full"})
     return path
 
 
-@dataclass
-class LiftedFeatures:
-    """Per-Gaussian features read back from disk (float32), with their manifest entry."""
+def save_codebook(
+    out_dir: Path,
+    name: str,
+    codebook: Codebook,
+    weights: torch.Tensor,
+    seen: torch.Tensor,
+    pca: PCA | None,
+    fp16: bool,
+) -> Path:
+    """The codebook form of a lift in `features_<name>.safetensors` (replacing the full form):
+    entries (K', D), a uint16 index per Gaussian and the seen mask packed 8 Gaussians to a byte.
+    The weight sums are not kept (`weights` is unused: the signature matches `save_features`)."""
+    if int(codebook.index.max()) > 65535 or int(codebook.index.min()) < 0:
+        raise ValueError("codebook index out of the uint16 range")
+    tensors = {
+        "codebook": codebook.entries.half() if fp16 else codebook.entries.float(),
+        "codebook_index": codebook.index.to(torch.int32).to(torch.uint16),
+        "seen_bits": pack_bits(seen),
+    }
+    if pca is not None:
+        tensors.update(pca_mean=pca.mean, pca_components=pca.components)
+    path = features_path(out_dir, name)
+    _save(tensors, path, {"name": name, "form": "codebook"})
+    return path
 
-    features: torch.Tensor
-    weight_sums: torch.Tensor
-    seen: torch.Tensor
-    entry: dict[str, Any]
-    pca: PCA | None = None
+
+def pack_bits(mask: torch.Tensor) -> torch.Tensor:
+    """bool (N,) -> uint8 (ceil(N/8),), big-endian bits as numpy's packbits."""
+    return torch.from_numpy(np.packbits(mask.cpu().numpy().astype(bool)))
+
+
+def unpack_bits(bits: torch.Tensor, n: int) -> torch.Tensor:
+    """The inverse of `pack_bits`: bool (n,)."""
+    return torch.from_numpy(np.unpackbits(bits.numpy(), count=n).astype(bool))
+
+
+def codebook_record(codebook: Codebook, fp16: bool, path: Path) -> dict[str, Any]:
+    """The manifest's description of a codebook file: entries (fitted K, stored K' with the zero
+    row), dtypes and bytes: per Gaussian (index + seen bit), the codebook, the whole file."""
+    n, stored = len(codebook), codebook.entries.shape[0]
+    codebook_bytes = stored * codebook.dims * (2 if fp16 else 4)
+    size = path.stat().st_size
+    return {
+        "entries": int(stored),
+        "codebook_bytes": int(codebook_bytes),
+        "index_dtype": "uint16",
+        "bytes_per_gaussian": CODEBOOK_BYTES_PER_GAUSSIAN,
+        "bytes_per_gaussian_with_codebook": round(
+            CODEBOOK_BYTES_PER_GAUSSIAN + codebook_bytes / max(n, 1), 3
+        ),
+        "file_bytes": int(size),
+    }
+
+
+class LiftedFeatures:
+    """Per-Gaussian features read back from disk (float32), with their manifest entry.
+
+    From a codebook file, `codebook` holds the entries (float32) and the index (int32), and
+    `features` is decoded from them the first time it is read (N x D floats): a phrase query
+    reads `queryable` instead and never decodes. A codebook file keeps no weight sums:
+    `weight_sums` is then 1 where seen, 0 elsewhere."""
+
+    def __init__(
+        self,
+        features: torch.Tensor | None,
+        weight_sums: torch.Tensor,
+        seen: torch.Tensor,
+        entry: dict[str, Any],
+        pca: PCA | None = None,
+        codebook: Codebook | None = None,
+    ) -> None:
+        if features is None and codebook is None:
+            raise ValueError("LiftedFeatures needs features or a codebook")
+        self._features = features
+        self.weight_sums, self.seen, self.entry = weight_sums, seen, entry
+        self.pca, self.codebook = pca, codebook
+
+    @property
+    def features(self) -> torch.Tensor:
+        """(N, D) float32 (PCA coefficients (N, d) for a PCA-stored lift)."""
+        if self._features is None:
+            assert self.codebook is not None
+            self._features = self.codebook.decode().float()
+        return self._features
+
+    @property
+    def queryable(self) -> torch.Tensor | Codebook:
+        """What a phrase query scores (`query.queries.PhraseIndex`): the codebook when the file
+        holds one (relevancy per entry, gathered), else the features."""
+        return self.codebook if self.codebook is not None else self.features
+
+    @property
+    def num_gaussians(self) -> int:
+        return len(self.codebook) if self.codebook is not None else self.features.shape[0]
+
+    @property
+    def dims(self) -> int:
+        """D of the stored rows (d for a PCA-stored lift)."""
+        return self.codebook.dims if self.codebook is not None else self.features.shape[1]
 
 
 def available_features(out_dir: str | Path) -> list[str]:
@@ -137,6 +236,11 @@ def load_features(
         check_scene(path, entry, Path(scene_file))
     data = load_file(str(path))
     pca = PCA(data["pca_mean"], data["pca_components"]) if "pca_mean" in data else None
+    if "codebook" in data:
+        index = data["codebook_index"].to(torch.int32)
+        seen = unpack_bits(data["seen_bits"], len(index))
+        codebook = Codebook(data["codebook"].float(), index)
+        return LiftedFeatures(None, seen.float(), seen, entry, pca, codebook)
     return LiftedFeatures(
         data["features"].float(), data["weight_sums"], data["seen"].bool(), entry, pca
     )

@@ -152,7 +152,7 @@ def check_bridge(folder: Path, lifted: Any, feature_name: str) -> None:
             f"but the {feature_name!r} features were lifted with {lifted_with!r}: lift with "
             f"--features {config.backbone_source or config.backbone} or train a bridge for it"
         )
-    dims = lifted.features.shape[1] if lifted.pca is None else lifted.pca.components.shape[0]
+    dims = lifted.dims if lifted.pca is None else lifted.pca.components.shape[0]
     if dims != config.dino_dim:
         raise QueryError(
             f"--bridge {folder}: maps text to {config.dino_dim}-d features, the {feature_name!r} "
@@ -206,8 +206,9 @@ def text_scores(cmd: QueryCommand, lifted: Any, feature_name: str, device: str) 
         lifted, feature_name, cmd.bridge, cmd.clip, cmd.clip_pretrained, device,
         fallback="or query DINO features with --bridge DIR",
     )  # fmt: skip
+    # a codebook file is scored per entry and gathered, never decoded
     return phrase_relevancy(
-        lifted.features, text, cmd.text or "", cmd.negatives, cmd.tau, lifted.pca
+        lifted.queryable, text, cmd.text or "", cmd.negatives, cmd.tau, lifted.pca
     )
 
 
@@ -331,12 +332,13 @@ def query_main(argv: list[str], prog: str) -> int:
         if feature_name is None
         else load_features(out_dir, feature_name, scene_file=loaded.gaussians_file)
     )
-    if lifted is not None and len(lifted.features) != len(scene):
+    if lifted is not None and lifted.num_gaussians != len(scene):
         raise SceneError(
             out_dir / f"features_{feature_name}.safetensors",
-            f"has {len(lifted.features)} Gaussians, the scene {len(scene)}: lift again (--force)",
+            f"has {lifted.num_gaussians} Gaussians, the scene {len(scene)}: lift again (--force)",
         )
-    lifted_features = None if lifted is None else lifted.features.to(device)
+    # a phrase reads `lifted.queryable`; the other queries the (decoded) features
+    lifted_features = lifted.features.to(device) if lifted is not None and kind != "text" else None
 
     view, threshold = 0, cmd.threshold
     if kind == "text":

@@ -18,6 +18,7 @@ from jaxtyping import Bool, Float
 from torch import Tensor
 
 from omnivision.lift.aggregate import PCA, FeatureSums, lift_view
+from omnivision.lift.codebook import Codebook
 from omnivision.lift.diffusion import KnnGraph, adjacency, diffuse, edge_weights
 from omnivision.scenes.cameras import Cameras
 from omnivision.scenes.gaussians import GaussianScene
@@ -27,7 +28,7 @@ from omnivision.twod.referring import mask_box
 
 
 def phrase_relevancy(
-    features: Float[Tensor, "N E"],
+    features: Float[Tensor, "N E"] | Codebook,
     text: Callable[[Sequence[str]], Tensor],
     phrase: str,
     negatives: Sequence[str] = CANONICAL_NEGATIVES,
@@ -38,8 +39,9 @@ def phrase_relevancy(
 
     With `pca`, `features` are the lift's PCA coefficients (N, d) and the relevancy is that of
     the reconstructed features `coeffs @ components.T + mean` in CLIP's space, computed exactly
-    in d dims (`pca_relevancy`) without building the (N, E) reconstruction. For many phrases
-    over the same features, keep a `PhraseIndex`."""
+    in d dims (`pca_relevancy`) without building the (N, E) reconstruction. A `Codebook` (a lift
+    stored with --codebook K) is scored per entry and gathered (`codebook_relevancy`). For many
+    phrases over the same features, keep a `PhraseIndex`."""
     return PhraseIndex(features, pca).phrase(text, phrase, negatives, tau)
 
 
@@ -51,10 +53,15 @@ class PhraseIndex:
     query computes them along with its own dots in one pass (as `relevancy` does) and keeps them
     (2 floats per Gaussian, for one tau); later queries with the same negatives read the features once, in
     their stored dtype (`torch.mv` on fp16 accumulates in fp32), and do an elementwise tail.
-    PCA-stored features go through `pca_relevancy`, which already reads only d numbers a row."""
+    PCA-stored features go through `pca_relevancy`, which already reads only d numbers a row. A
+    `Codebook` (a lift stored with --codebook K) keeps an index of its K entries, scores them as
+    above and gathers by each Gaussian's entry: a phrase costs K x E plus an N-element gather."""
 
-    def __init__(self, features: Float[Tensor, "N E"], pca: PCA | None = None):
+    def __init__(self, features: Float[Tensor, "N E"] | Codebook, pca: PCA | None = None):
         self.features, self.pca = features, pca
+        self._entries = (
+            None if not isinstance(features, Codebook) else PhraseIndex(features.entries, pca)
+        )
         self._negatives: Tensor | None = None
         self._tau = 0.0
         self._scale = self._offset = torch.empty(0)
@@ -76,6 +83,10 @@ class PhraseIndex:
         self, query: Float[Tensor, "E"], negatives: Float[Tensor, "K E"], tau: float = 10.0
     ) -> Float[Tensor, "N"]:
         """`twod.clip_dense.relevancy(features, query, negatives, tau)`, with the negatives' part kept."""
+        if isinstance(self.features, Codebook):
+            assert self._entries is not None
+            per_entry = self._entries.relevancy(query, negatives, tau)
+            return per_entry.index_select(0, self.features.index.to(per_entry.device))
         if self.pca is not None:
             return pca_relevancy(self.features, self.pca, query, negatives, tau)
         texts = relevancy_texts(query.cpu(), negatives.cpu(), self.features.shape[-1], tau)
@@ -123,6 +134,20 @@ def pca_relevancy(
         margin = cos[:, 0] - cos[:, 1:].amax(1)
         torch.sigmoid(margin.mul_(tau).div_(norm_sq.sqrt_()), out=out[start : start + chunk])
     return out
+
+
+def codebook_relevancy(
+    codebook: Codebook,
+    query: Float[Tensor, "E"],
+    negatives: Float[Tensor, "K E"],
+    tau: float = 10.0,
+    pca: PCA | None = None,
+) -> Float[Tensor, "N"]:
+    """`relevancy` of the features `codebook.entries[codebook.index]`, computed once per entry
+    (K x E dots; `pca_relevancy` for PCA-coefficient entries) and gathered by index: a query over
+    N Gaussians costs K x E plus an N-element gather. Equal to scoring `codebook.decode()` (its
+    slow twin; tests/test_codebook.py)."""
+    return PhraseIndex(codebook, pca).relevancy(query, negatives, tau)
 
 
 RELEVANCY_FLOOR = 0.5

@@ -114,6 +114,15 @@ class TileGrid:
         return tiles.reshape(self.num_tiles, ts * ts, d)
 
 
+def tile_ranges(proj: Projected, grid: TileGrid) -> tuple[Tensor, Tensor, Tensor, Tensor]:
+    """Inclusive tile column/row ranges (tx0, tx1, ty0, ty1) of each of the N Gaussians: the tiles
+    `blend_blocks` evaluates it in, so every nonzero blending weight of Gaussian i lies in them.
+    Meaningful for visible Gaussians (`proj.visible`); a range with tx1 < tx0 or ty1 < ty0 is empty."""
+    x0, x1, y0, y1 = pixel_ranges(proj, grid.width, grid.height)
+    ts = grid.tile_size
+    return x0 // ts, x1 // ts, y0 // ts, y1 // ts
+
+
 @torch.no_grad()
 def blend_blocks(
     proj: Projected, grid: TileGrid, chunk_elements: int = 1 << 22
@@ -131,8 +140,7 @@ def blend_blocks(
     if vis.numel() == 0:
         return
     vis = vis[torch.argsort(proj.depths[vis], stable=True)]  # depth order
-    x0, x1, y0, y1 = (r[vis] for r in pixel_ranges(proj, grid.width, grid.height))
-    tx0, tx1, ty0, ty1 = x0 // ts, x1 // ts, y0 // ts, y1 // ts
+    tx0, tx1, ty0, ty1 = (r[vis] for r in tile_ranges(proj, grid))
     ntx = (tx1 - tx0 + 1).clamp_min(0)
     counts = ntx * (ty1 - ty0 + 1).clamp_min(0)
     keep = counts > 0

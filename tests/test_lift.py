@@ -11,9 +11,7 @@ from omnivision.lift.aggregate import FeatureSums, lift_view, lift_view_autograd
 from omnivision.lift.diffusion import (
     adjacency,
     diffuse,
-    diffuse_reference,
     edge_weights,
-    fill_unseen,
     knn_graph,
 )
 from omnivision.lift.pipeline import LiftConfig, lift_scene
@@ -171,32 +169,6 @@ def test_sharded_sums_add_up_to_the_full_lift(demo):
     for k in range(2):
         total += lift_scene(scene, LiftConfig(features="rgb", views=views, shard=(k, 2))).sums
     torch.testing.assert_close(total.features(), full.features, atol=1e-5, rtol=1e-5)
-
-
-def test_sparse_diffusion_matches_the_dense_reference():
-    points = torch.randn(60, 3, generator=torch.Generator().manual_seed(1))
-    features = torch.randn(60, 5, generator=torch.Generator().manual_seed(2))
-    graph = knn_graph(points, 6)
-    brute = knn_graph(points, 6, backend="torch")
-    assert torch.equal(graph.indices.sort(1).values, brute.indices.sort(1).values)
-    weights = edge_weights(
-        graph, features, unary=torch.rand(60, generator=torch.Generator().manual_seed(3))
-    )
-    values = torch.randn(60, 3)
-    fast = diffuse(values, adjacency(graph, weights), iterations=5, restart=0.2)
-    slow = diffuse_reference(values, graph, weights, iterations=5, restart=0.2)
-    torch.testing.assert_close(fast, slow, atol=1e-5, rtol=1e-5)
-
-
-def test_fill_unseen_spreads_from_seen_neighbours():
-    points = torch.stack([torch.arange(10.0), torch.zeros(10), torch.zeros(10)], 1)
-    values = torch.zeros(10, 1)
-    values[:5] = 2.0
-    seen = torch.arange(10) < 5
-    graph = knn_graph(points, 2)
-    filled, left = fill_unseen(values, seen, graph)
-    assert left == 0
-    assert torch.allclose(filled, torch.full((10, 1), 2.0))
 
 
 def test_refinement_lowers_the_reconstruction_loss(demo):

@@ -199,6 +199,8 @@ class ViewerState:
         self.features_entry = {} if lifted is None else lifted.entry
         self.pca = None if lifted is None else lifted.pca
         """The PCA the features were reduced with (text embeddings are projected with it)."""
+        self.codebook = None if lifted is None else lifted.codebook
+        """The codebook of a lift stored as one: phrases are scored per entry and gathered."""
         self.text_fn = text_fn
         self.segmenter = segmenter
         self.sam, self.sam_config = sam, sam_config
@@ -373,8 +375,15 @@ class ViewerState:
         negatives = [n.strip() for n in negatives if n.strip()]
         try:
             # one matrix-vector product per phrase after the first (PCA-stored features: exact
-            # relevancy in CLIP's space from the coefficients)
-            index = self._cached("phrase", (features,), lambda: PhraseIndex(features, self.pca))
+            # relevancy in CLIP's space from the coefficients; a codebook lift: relevancy per
+            # entry, gathered for the edited scene's Gaussians)
+            codebook, rows = self.codebook, self.index
+
+            def make_index() -> PhraseIndex:
+                source = features if codebook is None else codebook.select(rows)
+                return PhraseIndex(source, self.pca)
+
+            index = self._cached("phrase", (features,), make_index)
             scores = index.phrase(encode, phrase.strip(), negatives)  # type: ignore[union-attr]
         except RuntimeError as err:  # embedding sizes differ
             raise ViewerError(

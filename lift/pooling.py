@@ -178,7 +178,7 @@ def pool_weights(
     h, w = grid_size
     device = scene.device
     proj = project_view(scene, cameras.to(device), index, config)
-    grid = TileGrid(width, height, config.tile_size)
+    grid = TileGrid(width, height, config.torch_tile_size)
     ts = grid.tile_size
     bx = tile_bands(width, w, ts, grid.tiles_x)
     by = tile_bands(height, h, ts, grid.tiles_y)
@@ -285,7 +285,7 @@ def accumulate_labels(
         raise ValueError(f"label map is {tuple(labels.shape)}, camera is {height, width}")
     device = scene.device
     proj = project_view(scene, cameras.to(device), index, config)
-    grid = TileGrid(width, height, config.tile_size)
+    grid = TileGrid(width, height, config.torch_tile_size)
     tiled = grid.tile(labels.to(device).long()[..., None])[..., 0]  # (tiles, P), 0 past the border
     num = out.shape[1]
     n = len(scene)

@@ -20,6 +20,10 @@ SUBCOMMANDS: dict[str, tuple[str, str]] = {
         "omnivision.eval.davis:davis_main",
         "DAVIS-2017 semi-supervised video object segmentation, J&F",
     ),
+    "ovss": (
+        "omnivision.eval.ovss:ovss_main",
+        "open-vocabulary semantic segmentation (ADE20K, Pascal Context): mIoU as mmseg",
+    ),
     "report": ("omnivision.eval.report:report_main", "markdown + CSV + figures from run folders"),
     "make-synthetic": (
         "omnivision.eval.cli:make_synthetic_main",

@@ -224,6 +224,9 @@ BENCHMARK_ALIASES = {
     "ade-847": "ade20k-847",
     "a-847": "ade20k-847",
     "pc-459": "pascal-context-459",
+    "ade-150": "ade20k-150",
+    "a-150": "ade20k-150",
+    "pc-59": "pascal-context-59",
     "spair-71k": "spair",
     "spair71k": "spair",
 }

@@ -66,6 +66,7 @@ METRIC_LABELS = {
     "f-mean": "F mean",
     "j-recall": "J recall",
     "f-recall": "F recall",
+    "macc": "mAcc (mean class accuracy)",
 }
 BENCHMARK_TITLES = {
     "lerf-ovs": "LERF-OVS",
@@ -75,6 +76,9 @@ BENCHMARK_TITLES = {
     "davis-2017": "DAVIS-2017",
     "ade20k-847": "ADE20K-847",
     "pascal-context-459": "PASCAL-Context-459",
+    "ade20k-150": "ADE20K-150",
+    "pascal-context-59": "PASCAL-Context-59",
+    "ovss": "Open-vocabulary semantic segmentation",
 }
 PROTOCOL_ORDER = {"2d": 0, "3d": 1, "-": 2}
 PATH_ORDER = {"features": 0, "scalar": 1, "-": 2}

@@ -66,7 +66,7 @@ class LiftCommand:
     """Store features as float16."""
     codebook: int | None = None
     """Store the features as a codebook instead: K entries (weighted k-means, 1 <= K <= 65535)
-    and a uint16 index per Gaussian (4 bytes a Gaussian with its weight sum; phrases cost K x D).
+    and a uint16 index per Gaussian (2.125 bytes a Gaussian with its seen bit; phrases cost K x D).
     When the full features of the same lift are already here, they are quantized (and replaced)
     without lifting again."""
     codebook_weighted: bool = True
@@ -104,7 +104,7 @@ examples:
   omnivision-lift garden/ --features dinov3-vitb16 --pca 40 --diffuse
   omnivision-lift big/ --features dinov2-small --shard 0/4   # ...shards 1-3 elsewhere, then:
   omnivision-lift merge big/ --features dinov2-small
-  omnivision-lift garden/ --features clip-pyramid --codebook 1024   # 4 bytes a Gaussian
+  omnivision-lift garden/ --features clip-pyramid --codebook 1024   # 2.125 bytes a Gaussian + the codebook
 """
 
 

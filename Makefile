@@ -13,7 +13,7 @@ $(STAMP): pyproject.toml Makefile
 	$(BIN)/pip install -q torch==2.14.1 torchvision==0.29.1
 	# sam2 builds against the installed torch; no CUDA extension needed
 	SAM2_BUILD_CUDA=0 $(BIN)/pip install -q --no-build-isolation sam2==1.1.0
-	$(BIN)/pip install -q -e '.[dev]'
+	$(BIN)/pip install -q -e '.[dev,dist]'
 	touch $(STAMP)
 
 install: $(STAMP)

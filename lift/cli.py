@@ -64,6 +64,13 @@ class LiftCommand:
     """k/n: lift every n-th view from k and write partial sums (merge them with `omnivision-lift merge`)."""
     fp16: bool = True
     """Store features as float16."""
+    ray: bool = False
+    """Run the view shards as Ray tasks (one per GPU, else per CPU slot), then merge them:
+    a local Ray instance, or the cluster at --address (pip install 'omnivision[dist]')."""
+    address: str | None = None
+    """With --ray: a running Ray cluster to join, e.g. 10.0.0.5:6379 (default: start one here)."""
+    ray_tasks: int | None = None
+    """With --ray: how many shards (default: the cluster's GPUs, else its CPU slots)."""
     codebook: int | None = None
     """Store the features as a codebook instead: K entries (weighted k-means, 1 <= K <= 65535)
     and a uint16 index per Gaussian (2.125 bytes a Gaussian with its seen bit; phrases cost K x D).
@@ -105,6 +112,7 @@ examples:
   omnivision-lift big/ --features dinov2-small --shard 0/4   # ...shards 1-3 elsewhere, then:
   omnivision-lift merge big/ --features dinov2-small
   omnivision-lift garden/ --features clip-pyramid --codebook 1024   # 2.125 bytes a Gaussian + the codebook
+  omnivision-lift big/ --features dinov2-small --ray --address 10.0.0.5:6379   # shards on a Ray cluster
 """
 
 
@@ -211,6 +219,16 @@ def lift_main(argv: list[str], prog: str) -> int:
             f"--refine {cmd.refine} cannot go with --shard {cmd.shard}: refinement needs every "
             "view; lift without --shard to refine",
         )
+    if cmd.ray and (shard is not None or cmd.refine):
+        raise SceneError(
+            cmd.scene,
+            "--ray runs the shards itself and cannot refine (refinement needs every view at "
+            "once): drop --shard/--refine",
+        )
+    if not cmd.ray and (cmd.address is not None or cmd.ray_tasks is not None):
+        raise SceneError(cmd.scene, "--address and --ray-tasks go with --ray")
+    if cmd.ray_tasks is not None and cmd.ray_tasks < 1:
+        raise SceneError(cmd.scene, f"--ray-tasks {cmd.ray_tasks}: want at least 1")
     scene = load_scene(cmd.scene, orbit_views=24)
     if cmd.codebook is not None and cmd.codebook > len(scene.gaussians):
         raise SceneError(
@@ -279,6 +297,8 @@ def lift_main(argv: list[str], prog: str) -> int:
         full_request = {k: v for k, v in request.items() if k != "codebook"}
         if existing.get("request") == full_request and features_path(out, name).is_file():
             return _quantize_existing(out, name, existing, request, cmd)
+    if cmd.ray:
+        return _lift_on_ray(argv, cmd, scene, out, name, len(views))
     result = lift_scene(scene, config, progress=True)
     if config.shard is not None:
         path = save_partial(out, name, config.shard, result.sums, result.views, result.pca, request)
@@ -289,6 +309,23 @@ def lift_main(argv: list[str], prog: str) -> int:
     _write(out, name, result, request, cmd.codebook, cmd.codebook_weighted, cmd.fp16, cmd.device)
     for note in result.notes:
         print(f"  {note}")
+    return 0
+
+
+def _lift_on_ray(argv: list[str], cmd: LiftCommand, scene, out: Path, name: str, views: int) -> int:
+    """--ray: the shards as Ray tasks into `out`, then the merge with this run's settings; the
+    partial files of `name` are cleared before (a stale shard count would not add up) and after."""
+    from .distributed import lift_on_ray
+
+    def clear_partials() -> None:
+        for part in out.glob(f"partial_{name}_*-of-*.safetensors"):
+            part.unlink()
+
+    clear_partials()
+    shards = lift_on_ray(argv, cmd.scene, cmd.address, cmd.ray_tasks, views)
+    print(f"ran {shards} shards on Ray; merging")
+    _merge(scene, out, name, cmd.diffuse, cmd.fp16, cmd.codebook, cmd.codebook_weighted, cmd.device)
+    clear_partials()
     return 0
 
 
@@ -371,8 +408,6 @@ def _entry(result: LiftResult, request: dict, fp16: bool, codebook: dict | None 
 
 
 def merge_main(argv: list[str], prog: str) -> int:
-    import time
-
     from omnivision.scenes.load import load_scene
 
     cmd: MergeCommand = tyro.cli(
@@ -382,16 +417,39 @@ def merge_main(argv: list[str], prog: str) -> int:
     scene = load_scene(cmd.scene, orbit_views=24)
     out = cmd.out or scene.root / "omnivision"
     name = feature_name(cmd.features)
+    _merge(scene, out, name, cmd.diffuse, cmd.fp16, cmd.codebook, cmd.codebook_weighted, cmd.device)
+    return 0
+
+
+def _merge(
+    scene,
+    out: Path,
+    name: str,
+    diffuse: bool,
+    fp16: bool,
+    codebook: int | None,
+    weighted: bool,
+    device: str | None,
+) -> None:
+    """Add the partial sums of `name` in `out` (all shards of one run of this scene) and write
+    the feature file and its manifest entry."""
+    import time
+
     start = time.perf_counter()
     sums, views, pca, request = merge_partials(out, name)
+    if request.get("scene_hash") not in (None, file_hash(scene.gaussians_file)):
+        raise SceneError(
+            out,
+            f"the partial files of {name!r} were lifted from another scene than "
+            f"{scene.gaussians_file}; re-run the shards on it",
+        )
     # what the merged file holds: aggregated sums of all shards' views, never refined (partial
     # files of older versions may record a --refine that their shard did not apply)
-    request = {**request, "views": views, "diffuse": cmd.diffuse, "fp16": cmd.fp16, "refine": 0}
+    request = {**request, "views": views, "diffuse": diffuse, "fp16": fp16, "refine": 0}
     request.pop("codebook", None)
-    request.update(_codebook_request(cmd.codebook, cmd.codebook_weighted))
-    config = LiftConfig(diffuse=cmd.diffuse)
+    request.update(_codebook_request(codebook, weighted))
+    config = LiftConfig(diffuse=diffuse)
     result = finish(
         sums, views, name, pca, scene.gaussians.means, config, time.perf_counter() - start
     )
-    _write(out, name, result, request, cmd.codebook, cmd.codebook_weighted, cmd.fp16, cmd.device)
-    return 0
+    _write(out, name, result, request, codebook, weighted, fp16, device)

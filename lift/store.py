@@ -297,7 +297,14 @@ def merge_partials(out_dir: Path, name: str) -> tuple[FeatureSums, list[int], PC
         raise SceneError(
             out_dir, f"no partial files for {name!r} (run omnivision-lift --shard k/n first)"
         )
-    total = int(parts[0].stem.rsplit("-of-", 1)[1])
+    totals = sorted({int(p.stem.rsplit("-of-", 1)[1]) for p in parts})
+    if len(totals) > 1:
+        raise SceneError(
+            out_dir,
+            f"partial files of {name!r} from runs of {' and '.join(map(str, totals))} shards; "
+            "delete the stale ones and merge again",
+        )
+    total = totals[0]
     present = sorted(int(p.stem.rsplit("_", 1)[1].split("-of-")[0]) for p in parts)
     if present != list(range(total)):
         raise SceneError(

@@ -160,3 +160,29 @@ def test_precision_reaches_the_backbone_and_the_manifest(demo_dir, tmp_path):
     manifest = json.loads((scene / "omnivision" / "manifest.json").read_text())
     (entry,) = manifest["features"].values()
     assert entry["request"]["precision"] == "fp16" and entry["dims"] == 32
+
+
+def test_merge_refuses_shards_of_another_scene_or_of_two_runs(demo_dir, tmp_path, capsys):
+    from omnivision.cli import lift_main
+
+    scene = tmp_path / "scene"
+    shutil.copytree(demo_dir, scene)
+    common = ["--features", "rgb", "--views", "0", "9", "--max-side", "64"]
+    for k in range(2):
+        assert lift_main([str(scene), *common, "--shard", f"{k}/2"]) == 0
+    out = scene / "omnivision"
+    # a stale shard of a 3-shard run beside the 2-shard one: the sums would not add up
+    stale = out / "partial_rgb_0-of-3.safetensors"
+    shutil.copy(out / "partial_rgb_0-of-2.safetensors", stale)
+    capsys.readouterr()
+    assert lift_main(["merge", str(scene), "--features", "rgb"]) == 2
+    err = capsys.readouterr().err
+    assert "from runs of 2 and 3 shards" in err and len(err.strip().splitlines()) == 1
+    stale.unlink()
+    # the scene file changed since the shards ran (another scene with as many Gaussians)
+    ply = scene / "point_cloud.ply"
+    ply.write_bytes(ply.read_bytes() + b"\n")
+    assert lift_main(["merge", str(scene), "--features", "rgb"]) == 2
+    err = capsys.readouterr().err
+    assert "lifted from another scene than" in err and str(ply) in err
+    assert not (out / "features_rgb.safetensors").exists()

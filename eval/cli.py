@@ -14,6 +14,10 @@ from omnivision.scenes.errors import SceneError
 
 SUBCOMMANDS: dict[str, tuple[str, str]] = {
     "lerf": ("omnivision.eval.cli:lerf_main", "LERF-OVS localization + mIoU (2D and 3D protocols)"),
+    "lerf-scenes": (
+        "omnivision.eval.many:lerf_scenes_main",
+        "LERF-OVS over many scenes (one lerf run each, Ray tasks with --ray) + a report",
+    ),
     "seg3d": ("omnivision.eval.seg3d:seg3d_main", "NVOS / SPIn-NeRF 3D segmentation (mIoU, acc)"),
     "spair": ("omnivision.eval.cli:spair_main", "SPair-71k keypoint transfer, PCK@alpha"),
     "davis": (

@@ -41,20 +41,42 @@ def strip_ray_flags(argv: Sequence[str]) -> list[str]:
     return out
 
 
-def _run_shard(argv: list[str]) -> tuple[int, str]:
-    """One shard in a Ray worker: (exit code, the one-line error or the shard's summary)."""
-    from omnivision.lift.cli import lift_main
+def run_target(target: str, argv: list[str], prog: str) -> tuple[int, str]:
+    """Run the command `module:function` (argv, prog) -> exit code, in a Ray worker or here:
+    (exit code, its one-line error, or what it printed). Bad input (an exception with
+    `exit_code`) comes back as its code and message; anything else is raised (a bug)."""
+    import importlib
 
+    module_name, func_name = target.split(":")
+    func = getattr(importlib.import_module(module_name), func_name)
     printed = io.StringIO()
     try:
         with contextlib.redirect_stdout(printed):
-            code = int(lift_main(argv, "omnivision-lift") or 0)
+            code = int(func(argv, prog) or 0)
     except Exception as err:
         code = getattr(err, "exit_code", None)
         if code is None:
             raise
         return int(code), str(err)
     return code, printed.getvalue().strip()
+
+
+def run_on_ray(
+    ray, target: str, prog: str, argvs: Sequence[list[str]], desc: str, gpus: int = 0
+) -> list[tuple[int, str]]:
+    """Each command line of `argvs` as one Ray task running `target`; results in input order,
+    a progress bar over the tasks as they finish."""
+    from tqdm import tqdm
+
+    remote = ray.remote(num_cpus=1, num_gpus=gpus)(run_target)
+    pending = {remote.remote(target, list(argv), prog): i for i, argv in enumerate(argvs)}
+    results: list[tuple[int, str]] = [(0, "")] * len(argvs)
+    with tqdm(total=len(argvs), desc=desc, unit="task") as bar:
+        while pending:
+            done, _ = ray.wait(list(pending), num_returns=1)
+            results[pending.pop(done[0])] = ray.get(done[0])
+            bar.update(1)
+    return results
 
 
 def connect(address: str | None, where: Path, num_cpus: int | None = None):
@@ -70,12 +92,14 @@ def connect(address: str | None, where: Path, num_cpus: int | None = None):
         return ray
     if address is not None:
         _check_reachable(address, where)
-    kwargs = {"log_to_driver": False, "include_dashboard": False, "configure_logging": False}
     try:
-        if address is None:
-            ray.init(num_cpus=num_cpus, **kwargs)
-        else:
-            ray.init(address=address, **kwargs)
+        ray.init(
+            address=address,
+            num_cpus=num_cpus if address is None else None,
+            log_to_driver=False,
+            include_dashboard=False,
+            configure_logging=False,
+        )
     except (ConnectionError, RuntimeError, ValueError, TimeoutError) as err:
         first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
         target = address or "a local instance"
@@ -106,32 +130,19 @@ def default_tasks(ray) -> int:
 
 
 def lift_on_ray(
-    argv: Sequence[str],
-    scene: Path,
-    address: str | None,
-    tasks: int | None,
-    views: int,
-    progress: bool = True,
+    argv: Sequence[str], scene: Path, address: str | None, tasks: int | None, views: int
 ) -> int:
     """Run the lift `argv` (the user's command line) as `tasks` shards on Ray; returns the
     number of shards run. Shards with no view are not started (tasks <= views)."""
-    from tqdm import tqdm
-
     ray = connect(address, scene)
     n = min(tasks or default_tasks(ray), views)
     gpus = 1 if ray.cluster_resources().get("GPU", 0) >= 1 else 0
-    remote = ray.remote(num_cpus=1, num_gpus=gpus)(_run_shard)
     base = strip_ray_flags(argv)
-    pending = {remote.remote([*base, "--shard", f"{k}/{n}"]): k for k in range(n)}
-    failures: list[str] = []
-    with tqdm(total=n, desc="lift shards (ray)", unit="shard", disable=not progress) as bar:
-        while pending:
-            done, _ = ray.wait(list(pending), num_returns=1)
-            k = pending.pop(done[0])
-            code, message = ray.get(done[0])
-            if code != 0:
-                failures.append(f"shard {k}/{n}: {message}")
-            bar.update(1)
-    if failures:
-        raise SceneError(scene, failures[0])
+    argvs = [[*base, "--shard", f"{k}/{n}"] for k in range(n)]
+    results = run_on_ray(
+        ray, "omnivision.lift.cli:lift_main", "omnivision-lift", argvs, "lift shards (ray)", gpus
+    )
+    for k, (code, message) in enumerate(results):
+        if code != 0:
+            raise SceneError(scene, f"shard {k}/{n}: {message}")
     return n

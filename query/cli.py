@@ -9,7 +9,7 @@ import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 
 import torch
 import tyro
@@ -46,6 +46,16 @@ class QueryCommand:
     """VIEW:X,Y points SAM 2 should leave out (with --sam)."""
     mask: str | None = None
     """VIEW:MASK.png: a 2D mask (non-zero = in) on the rendered view, lifted like a SAM 2 mask."""
+    ref: Path | None = None
+    """PHOTO of the object, taken anywhere (mark it with --ref-box or --ref-click): localized by
+    example in every view (the scene's photos, else renders) with --backbone, masks lifted."""
+    ref_box: str | None = None
+    """X0,Y0,X1,Y1: the object's box on the --ref photo, in pixels."""
+    ref_click: tuple[str, ...] = ()
+    """X,Y [X,Y ...]: points on the object in the --ref photo (instead of --ref-box)."""
+    backbone: str = "colour"
+    """Patch features for --ref: colour (weight-free, offline), dinov3-vitb16, dinov2-small, a hub
+    id or a local folder."""
     features: str | None = None
     """Lifted feature name in SCENE_DIR/omnivision (default: a clip-* one for --text, else the first)."""
     negatives: tuple[str, ...] = CANONICAL_NEGATIVES
@@ -69,12 +79,19 @@ class QueryCommand:
     refine_views: int = 4
     """With --sam: re-prompt SAM 2 in this many nearest other cameras and lift all masks together."""
     diffuse: int = 0
-    """With --sam / --mask: diffuse the lifted mask this many steps on the 16-NN graph (edges
-    weighted by the lifted features when there are any); Gaussians no view saw take their
+    """With --sam / --mask / --ref: diffuse the lifted mask this many steps on the 16-NN graph
+    (edges weighted by the lifted features when there are any); Gaussians no view saw take their
     neighbours' scores, so one view selects the hidden side too. 50 is a good start; 0: off."""
     threshold: float | None = None
     """Score cut (default: Otsu's, and for CLIP relevancy at least 0.5 (nearer the phrase than
     every negative); 0.5 for lifted masks)."""
+    instance: Literal["graphcut", "component"] | None = None
+    """With --click, --exemplar or --sam: select only the object under the point, not everything
+    like it (e.g. one of two identical mugs, or the can but not the wooden table of the same
+    colour): the part of the selection connected to the Gaussian under the point through
+    neighbours of similar colour (16-NN graph). graphcut: the scores cut by max-flow with a
+    smoothness term first (GaussianCut; robust to noisy scores); component: the plain
+    threshold's connected piece (cheaper)."""
     then: str | None = None
     """Edit the selection: delete | extract | hide | isolate | recolor=#RRGGBB."""
     out: Path | None = None
@@ -93,8 +110,10 @@ examples:
   omnivision-lift scene/ --features clip-pyramid && omnivision query scene/ --text "red mug" --then recolor=#00ff00
   omnivision query demo_out/scene --exemplar 0:233,142 --then delete --out no_mug.ply
   omnivision query demo_out/scene --click 0:233,142 --then extract --out mug.ply
+  omnivision query demo_out/scene --click 0:154,148 --instance graphcut --then extract --out can.ply
   omnivision query scene/ --sam 3:200,140 3:210,180 --sam-negative 3:20,20 --then hide
-  omnivision query demo_out/scene --mask 0:mug_mask.png --preview 4 mug.png"""
+  omnivision query demo_out/scene --mask 0:mug_mask.png --preview 4 mug.png
+  omnivision query demo_out/scene --ref mug_photo.jpg --ref-box 40,30,120,110 --then extract --out mug.ply"""
 
 
 POINT = re.compile(r"^\s*(\d+)\s*:\s*(-?[\d.]+)\s*,\s*(-?[\d.]+)\s*$")
@@ -297,14 +316,23 @@ def query_main(argv: list[str], prog: str) -> int:
     from .queries import click_scores, exemplar_scores, relevancy_threshold
 
     cmd: QueryCommand = tyro.cli(QueryCommand, args=argv, prog=prog, description=DESCRIPTION)
-    kinds = [k for k in ("text", "exemplar", "click", "sam", "mask") if getattr(cmd, k) is not None]
+    queries = ("text", "exemplar", "click", "sam", "mask", "ref")
+    kinds = [k for k in queries if getattr(cmd, k) is not None]
     if len(kinds) != 1:
         raise QueryError(
-            "give exactly one query: --text, --exemplar, --click, --sam or --mask"
+            "give exactly one query: --text, --exemplar, --click, --sam, --mask or --ref"
             + (f" (got --{' --'.join(kinds)})" if kinds else "")
         )
     if cmd.text is not None and not cmd.text.strip():
         raise QueryError("--text is empty: give a phrase, e.g. --text 'red mug'")
+    if cmd.instance is not None and kinds[0] in ("text", "mask", "ref"):
+        raise QueryError(
+            f"--instance needs a seed, the Gaussian under a clicked point: --{kinds[0]} has "
+            "none; use --click, --exemplar or --sam"
+        )
+    from .cli_reference import read_reference, reference_scores
+
+    photo = read_reference(cmd)  # the photo and its box, checked before the scene loads
     edit = parse_edit(cmd.then) if cmd.then else None
     if cmd.out is not None and cmd.out.suffix.lower() not in (".ply", ".splat"):
         raise QueryError(f"--out {cmd.out}: the suffix must be .ply or .splat")
@@ -318,8 +346,8 @@ def query_main(argv: list[str], prog: str) -> int:
     feature_name = None
     if cmd.diffuse < 0:
         raise QueryError(f"--diffuse {cmd.diffuse}: want a number of steps >= 0")
-    if cmd.diffuse > 0 and kind not in ("sam", "mask"):
-        raise QueryError("--diffuse spreads a lifted 2D mask: use it with --sam or --mask")
+    if cmd.diffuse > 0 and kind not in ("sam", "mask", "ref"):
+        raise QueryError("--diffuse spreads lifted 2D masks: use it with --sam, --mask or --ref")
     # a click, and a diffused mask, use features when there are any
     if kind in ("text", "exemplar", "click") or cmd.diffuse > 0:
         feature_name = cmd.features or default_features(out_dir, prefer_clip=kind == "text")
@@ -340,7 +368,7 @@ def query_main(argv: list[str], prog: str) -> int:
     # a phrase reads `lifted.queryable`; the other queries the (decoded) features
     lifted_features = lifted.features.to(device) if lifted is not None and kind != "text" else None
 
-    view, threshold = 0, cmd.threshold
+    view, threshold, seed = 0, cmd.threshold, -1
     if kind == "text":
         assert lifted is not None and feature_name is not None
         scores = text_scores(cmd, lifted, feature_name, device)
@@ -350,6 +378,8 @@ def query_main(argv: list[str], prog: str) -> int:
         assert lifted_features is not None and cmd.exemplar is not None
         view, xy = parse_point(cmd.exemplar, "--exemplar", len(cameras))
         scores = _pixel_checked(lambda: exemplar_scores(scene, cameras, view, lifted_features, xy))
+        if cmd.instance is not None:
+            seed = _seed_under(scene, cameras, view, xy, f"--exemplar {cmd.exemplar}")
     elif kind == "click":
         assert cmd.click is not None
         view, xy = parse_point(cmd.click, "--click", len(cameras))
@@ -359,14 +389,33 @@ def query_main(argv: list[str], prog: str) -> int:
         if picked < 0:
             raise QueryError(f"--click {cmd.click}: no Gaussian covers that pixel")
         print(f"picked Gaussian {picked}")
+        seed = picked
+    elif photo is not None:
+        view, scores = reference_scores(cmd, photo, scene, cameras, device, lifted_features)
+        threshold = 0.5 if threshold is None else threshold
     else:
         view, scores = prompt_scores(cmd, scene, cameras, device, lifted_features)
         threshold = 0.5 if threshold is None else threshold
+        if cmd.instance is not None and cmd.sam:  # the Gaussian under the first --sam point
+            seed_view, xy = parse_point(cmd.sam[0], "--sam", len(cameras))
+            seed = _seed_under(scene, cameras, seed_view, xy, f"--sam {cmd.sam[0]}")
     selection = Selection.from_scores(scores.cpu(), threshold)
+    alike = ""
+    if cmd.instance is not None:
+        from omnivision.lift.diffusion import knn_graph
+
+        from .instance import InstanceConfig, instance_adjacency, instance_selection
+
+        config = InstanceConfig(method=cmd.instance, threshold=threshold)
+        graph = knn_graph(scene.means.cpu(), 16)  # on the CPU, where the scores come back
+        matrix = instance_adjacency(graph, scene.rgb_dc.cpu(), edges=config.edges)
+        like_it = selection.count
+        selection = instance_selection(scores.cpu(), seed, matrix, config)
+        alike = f": the {cmd.instance} instance of Gaussian {seed} ({like_it} like it)"
     count = selection.count
     share = 100 * count / max(len(scene), 1)
     via = f" ({feature_name} features)" if feature_name else ""
-    print(f"selected {count} of {len(scene)} Gaussians ({share:.1f}%) by --{kind}{via}")
+    print(f"selected {count} of {len(scene)} Gaussians ({share:.1f}%) by --{kind}{via}{alike}")
 
     after = None
     if edit is not None:
@@ -391,6 +440,16 @@ def query_main(argv: list[str], prog: str) -> int:
         f"preview: {preview_path} (view {preview_view}: {columns}); {time.perf_counter() - start:.1f} s"
     )
     return 0
+
+
+def _seed_under(scene: Any, cameras: Any, view: int, xy: tuple[float, float], what: str) -> int:
+    """The Gaussian with the largest blending weight at the pixel: --instance's seed."""
+    from .queries import pick_gaussian
+
+    seed = _pixel_checked(lambda: pick_gaussian(scene, cameras, view, xy))
+    if seed < 0:
+        raise QueryError(f"{what}: no Gaussian covers that pixel (--instance needs one)")
+    return seed
 
 
 def _pixel_checked(fn):

@@ -289,6 +289,20 @@ def mask_prompt_scores(
                 x0, y0, x1, y1 = mask_box(shown).tolist()
                 masks[other] = segment(other, out.rgb[0].clamp(0, 1), (x0, y0, x1, y1)).bool()
         probability, weights = lift_masks(scene, cameras, masks)
+    return unseen_filled(probability, weights, min_weight, graph, features, iterations)
+
+
+def unseen_filled(
+    probability: Float[Tensor, "N"],
+    weights: Float[Tensor, "N"],
+    min_weight: float = 0.05,
+    graph: KnnGraph | None = None,
+    features: Float[Tensor, "N D"] | None = None,
+    iterations: int = 50,
+) -> Float[Tensor, "N"]:
+    """Lifted mask scores with the Gaussians no view saw (weight sum below `min_weight`) at 0, or,
+    with a kNN `graph`, diffused (`diffuse_scores`): the seen ones anchored to their lifted
+    score, the unseen ones starting undecided at 0.5 and taking their neighbours'."""
     seen = weights > min_weight
     if graph is None:
         return torch.where(seen, probability, torch.zeros_like(probability))

@@ -61,6 +61,23 @@ def demo_dir(tmp_path_factory) -> Path:
         torch.set_num_threads(threads)
 
 
+@pytest.fixture(scope="session")
+def demo_colour_lift(demo_dir):
+    """The demo scene loaded and its colour features lifted from every view (as `make demo`
+    lifts them), once per session on one thread: (Scene, features (N, D)). Shared by the query
+    and instance tests; treat both as read-only."""
+    from omnivision.lift.pipeline import LiftConfig, lift_scene
+    from omnivision.scenes.load import load_scene
+
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        scene = load_scene(demo_dir)
+        return scene, lift_scene(scene, LiftConfig(features="colour")).features
+    finally:
+        torch.set_num_threads(threads)
+
+
 @pytest.hookimpl(tryfirst=True)  # before pytest-xdist's hook reads the groups
 def pytest_collection_modifyitems(config, items):
     """Under `pytest -n 2 --dist loadgroup` every test that uses the trained synthetic benchmark

@@ -5,7 +5,6 @@ from __future__ import annotations
 import pytest
 import torch
 
-from omnivision.lift.pipeline import LiftConfig, lift_scene
 from omnivision.query.queries import (
     click_scores,
     exemplar_scores,
@@ -13,17 +12,14 @@ from omnivision.query.queries import (
     pick_gaussian,
 )
 from omnivision.scenes.demo import render_object_ids
-from omnivision.scenes.load import load_scene
 from omnivision.twod.localize import otsu_threshold
 
 OBJECTS = (1, 2, 3, 5)  # red mug, blue box, green ball, purple torus
 
 
 @pytest.fixture(scope="module")
-def lifted(demo_dir):
-    scene = load_scene(demo_dir)
-    result = lift_scene(scene, LiftConfig(features="colour"))
-    return scene, result.features
+def lifted(demo_colour_lift):
+    return demo_colour_lift
 
 
 def centre_pixel(scene, view, obj):

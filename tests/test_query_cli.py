@@ -240,7 +240,7 @@ def test_sam_prompt_runs_with_a_tiny_sam2(scene_dir, tmp_path, capsys):
         (["--text", "mug"], "not CLIP features"),
         (["--mask", "0:missing.png"], "missing.png: mask image not found"),
         (["--mask", "0:m.png", "--diffuse", "-1"], "want a number of steps >= 0"),
-        (["--click", "0:10,10", "--diffuse", "5"], "use it with --sam or --mask"),
+        (["--click", "0:10,10", "--diffuse", "5"], "use it with --sam, --mask or --ref"),
     ],
 )
 def test_bad_input_is_one_line_and_exit_2(scene_dir, capsys, argv, message):

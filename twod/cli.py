@@ -13,21 +13,21 @@ from .dino import Precision
 from .features import TwoDError
 
 
-def parse_point(text: str) -> tuple[float, float]:
+def parse_point(text: str, flag: str = "--click") -> tuple[float, float]:
     m = re.fullmatch(r"\s*(-?[\d.]+)\s*,\s*(-?[\d.]+)\s*", text)
     if not m:
-        raise TwoDError(f"--click {text!r}: expected X,Y in pixels, e.g. --click 120,80")
+        raise TwoDError(f"{flag} {text!r}: expected X,Y in pixels, e.g. {flag} 120,80")
     return float(m.group(1)), float(m.group(2))
 
 
-def parse_box(text: str) -> tuple[float, float, float, float]:
+def parse_box(text: str, flag: str = "--box") -> tuple[float, float, float, float]:
     parts = text.split(",")
     try:
         x0, y0, x1, y1 = (float(p) for p in parts)
     except ValueError:
-        raise TwoDError(f"--box {text!r}: expected X1,Y1,X2,Y2 in pixels") from None
+        raise TwoDError(f"{flag} {text!r}: expected X1,Y1,X2,Y2 in pixels") from None
     if x1 <= x0 or y1 <= y0:
-        raise TwoDError(f"--box {text!r}: X2 must exceed X1 and Y2 exceed Y1")
+        raise TwoDError(f"{flag} {text!r}: X2 must exceed X1 and Y2 exceed Y1")
     return x0, y0, x1, y1
 
 
@@ -52,8 +52,8 @@ def exemplar(
             f"give the reference as {flags[0]} X,Y ... or as {flags[1]} X1,Y1,X2,Y2 (one of them)"
         )
     image = read_image(path)
-    points = [parse_point(c) for c in clicks]
-    parsed = parse_box(box) if box else None
+    points = [parse_point(c, flags[0]) for c in clicks]
+    parsed = parse_box(box, flags[1]) if box else None
     corners = (
         [] if parsed is None else [(parsed[0], parsed[1]), (parsed[2] - 1e-3, parsed[3] - 1e-3)]
     )

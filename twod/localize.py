@@ -127,20 +127,19 @@ def components_to_detections(
     from torchvision.ops import nms
 
     labelled: Any = ndimage.label(binary)
-    labels = labelled[0]
+    labels, count = labelled
     H, W = binary.shape
     boxes, scores, masks = [], [], []
-    heat = heatmap.numpy()
+    # areas and heat sums of all components in one pass each (specks are many, and dropped)
+    areas = np.bincount(labels.ravel(), minlength=count + 1)
+    heat_sums = np.bincount(labels.ravel(), heatmap.numpy().ravel(), minlength=count + 1)
     for k, sl in enumerate(ndimage.find_objects(labels), start=1):
-        if sl is None:
-            continue
-        component = labels == k
-        if component.sum() < config.min_area * H * W:
+        if sl is None or areas[k] < config.min_area * H * W:
             continue
         ys, xs = sl
         boxes.append([xs.start, ys.start, xs.stop, ys.stop])
-        scores.append(float(heat[component].mean()))
-        masks.append(torch.from_numpy(component))
+        scores.append(float(heat_sums[k] / areas[k]))
+        masks.append(torch.from_numpy(labels == k))
     if not boxes:
         return Detections(
             torch.zeros(0, 4),
@@ -168,16 +167,29 @@ def localize(
     box is refined into a SAM 2 mask.
     """
     config = config or LocalizeConfig()
-    coarse = similarity_map(target, reference)
-    if image is not None:  # edge-aware: the heatmap's borders follow the image's
-        heatmap = joint_bilateral_upsample(
-            coarse[None, :, :, None], image[None].float(), 0.8, 0.12
-        )[0, ..., 0]
-    else:
-        heatmap = F.interpolate(coarse[None, None], size=target.image_size, mode="bilinear")[0, 0]
-    scale = max(target.image_size) / max(target.input_size)
-    radius = max(0, round(config.morph_radius * target.stride * scale / 4))
+    heatmap = heatmaps(reference[None], target, image)[0]
+    radius = morph_radius_pixels(target, config)
     return detect_in_heatmap(heatmap, config, radius, image, sam)
+
+
+def heatmaps(
+    references: Float[Tensor, "Q D"], target: PatchFeatures, image: Tensor | None = None
+) -> Float[Tensor, "Q H W"]:
+    """Cosine similarity of the first target image's patches to each reference, at the image's
+    resolution: edge-aware with the target `image` (H, W, 3) (joint bilateral upsampling, one
+    pass for all Q), else bilinear."""
+    coarse = target.normalized()[0] @ F.normalize(references.float(), dim=-1).T  # (h, w, Q)
+    if image is not None:  # edge-aware: the heatmap's borders follow the image's
+        fine = joint_bilateral_upsample(coarse[None], image[None].float(), 0.8, 0.12)[0]
+        return fine.permute(2, 0, 1)
+    grid = coarse.permute(2, 0, 1)[None]
+    return F.interpolate(grid, size=target.image_size, mode="bilinear")[0]
+
+
+def morph_radius_pixels(target: PatchFeatures, config: LocalizeConfig) -> int:
+    """`config.morph_radius` (in patch strides / 4) in pixels of the target's original image."""
+    scale = max(target.image_size) / max(target.input_size)
+    return max(0, round(config.morph_radius * target.stride * scale / 4))
 
 
 def detect_in_heatmap(

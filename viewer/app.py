@@ -29,8 +29,10 @@ from omnivision.scenes.cameras import Cameras
 from .splats import SplatLayout, pack_rgba
 from .state import (
     COMBINE_MODES,
+    PICK_SCOPES,
     ClickMode,
     CombineMode,
+    PickScope,
     SelectionOp,
     ViewerState,
     pinhole_camera,
@@ -218,9 +220,20 @@ class ViewerApp:
             self.click_mode = gui.add_dropdown(
                 "Click mode", options=tuple(CLICK_MODE_LABELS), initial_value="off"
             )
+            self.pick_scope = gui.add_dropdown(
+                "Pick scope",
+                options=PICK_SCOPES,
+                initial_value="semantic",
+                hint="3D pick / exemplar: semantic selects everything like the clicked splat, "
+                "instance only the object it belongs to",
+            )
             buttons["sam"] = gui.add_button("Run SAM prompt")
             buttons["sam_clear"] = gui.add_button("Clear SAM points")
             gui.add_markdown("Shift-drag: rectangle select")
+        with gui.add_folder("Reference photo"):
+            self.reference_upload = gui.add_upload_button("Upload photo", mime_type="image/*")
+            self.reference_box = gui.add_text("Box X0,Y0,X1,Y1", initial_value="")
+            buttons["find"] = gui.add_button("Find in scene")
         with gui.add_folder("Selection"):
             self.combine = gui.add_dropdown(
                 "Combine", options=COMBINE_MODES, initial_value="replace"
@@ -258,8 +271,12 @@ class ViewerApp:
         self.click_mode.on_update(
             call(lambda: self.set_click_mode(CLICK_MODE_LABELS[self.click_mode.value]))
         )
+        self.pick_scope.on_update(call(lambda: self.set_pick_scope(self.pick_scope.value)))
         buttons["sam"].on_click(call(self.run_sam))
         buttons["sam_clear"].on_click(call(self.clear_sam_points))
+        photo = self.reference_upload
+        photo.on_upload(call(lambda: self.upload_reference(photo.value.name, photo.value.content)))
+        buttons["find"].on_click(call(self.find_reference))
         self.combine.on_update(call(lambda: self.set_mode(self.combine.value)))
         ops: tuple[SelectionOp, ...] = ("invert", "grow", "shrink", "clear")
         for op in ops:
@@ -392,6 +409,17 @@ class ViewerApp:
             if hints[mode]:
                 self.set_status(hints[mode])
 
+    def set_pick_scope(self, scope: PickScope) -> bool:
+        """What the next 3D pick or exemplar click selects: "semantic" or "instance"."""
+
+        def action() -> str:
+            self.state.set_pick_scope(scope)
+            if scope == "instance":
+                return "pick scope instance: a click selects only the object under it"
+            return "pick scope semantic: a click selects everything like it"
+
+        return self._run("pick scope", action)
+
     def click(
         self,
         camera: Cameras,
@@ -439,6 +467,26 @@ class ViewerApp:
         return self._run(
             "clear SAM points", lambda: self.state.clear_sam_points() or "SAM points cleared"
         )
+
+    def upload_reference(self, name: str, content: bytes) -> bool:
+        """Keep an uploaded photo of an object for `find_reference`."""
+
+        def action() -> str:
+            width, height = self.state.set_reference_photo(name, content)
+            return f"{name} ({width}x{height}): give the object's box, then Find in scene"
+
+        return self._run("upload", action)
+
+    def find_reference(self, box: str | None = None) -> bool:
+        """Select what the reference photo shows inside `box` (default: the Box field)."""
+        box = self.reference_box.value if box is None else box
+
+        def action() -> str:
+            count = self.state.query_reference(box, progress=self._report)
+            self._sync_slider()
+            return f"reference photo: {count:,} selected"
+
+        return self._run("find", action, long=True)
 
     def edit(self, name: str) -> bool:
         def action() -> str:

@@ -5,12 +5,13 @@ lifted features, the live query result and the selection. Each GUI event of the 
 call here; `display_colors()` is what the splats should look like afterwards.
 
 Selection model: a query (phrase, exemplar click, 3D pick, rectangle, SAM prompt) gives a *result*
-(per-Gaussian scores cut at `threshold`). The *selection* is the result combined with the *base*
-(the selection before that query) by `mode`: replace (the result), add (base | result), subtract
-(base - result) or intersect (base & result). Moving the threshold or changing the mode re-cuts
-or re-combines the live result; the next query first commits the current selection as its base.
-`selection_op` (invert, grow, shrink, clear) acts on the selection and commits it. Edits act on
-the selection.
+(per-Gaussian scores cut at `threshold`; with `pick_scope` "instance", a 3D pick or an exemplar
+click keeps only the cut's piece connected to the clicked Gaussian, `query.instance`). The
+*selection* is the result combined with the *base* (the selection before that query) by `mode`:
+replace (the result), add (base | result), subtract (base - result) or intersect (base & result).
+Moving the threshold or changing the mode re-cuts or re-combines the live result; the next query
+first commits the current selection as its base. `selection_op` (invert, grow, shrink, clear) acts
+on the selection and commits it. Edits act on the selection.
 
 Indices: the edited scene carries `extras[SOURCE_INDEX]`, each Gaussian's row in the loaded scene,
 so features (loaded per original Gaussian) and the display (one splat per original Gaussian) stay
@@ -21,7 +22,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Literal
 
@@ -33,6 +34,7 @@ from torch import Tensor
 from omnivision.lift.diffusion import KnnGraph, knn_graph
 from omnivision.lift.store import LiftedFeatures
 from omnivision.query.edits import EditHistory, delete, export, hide, isolate, recolor, show
+from omnivision.query.instance import InstanceConfig, instance_adjacency, instance_selection
 from omnivision.query.queries import (
     PhraseIndex,
     cosine_scores,
@@ -46,6 +48,7 @@ from omnivision.scenes.cameras import Cameras, intrinsics_from_fov, look_at
 from omnivision.scenes.gaussians import GaussianScene, quats_to_rotmats, sh_dc_to_rgb
 from omnivision.scenes.load import Scene
 from omnivision.scenes.render import RenderConfig, render
+from omnivision.twod.features import FeatureExtractor
 
 SOURCE_INDEX = "viewer_source_index"
 """Extra field on the edited scene: each Gaussian's row in the loaded scene (dropped on export)."""
@@ -55,6 +58,10 @@ SelectionOp = Literal["invert", "grow", "shrink", "clear"]
 ClickMode = Literal["off", "exemplar", "pick", "sam+", "sam-"]
 COMBINE_MODES: tuple[CombineMode, ...] = ("replace", "add", "subtract", "intersect")
 CLICK_MODES: tuple[ClickMode, ...] = ("off", "exemplar", "pick", "sam+", "sam-")
+PickScope = Literal["semantic", "instance"]
+PICK_SCOPES: tuple[PickScope, ...] = ("semantic", "instance")
+"""What a 3D pick or an exemplar click selects: everything like the clicked Gaussian, or only the
+object it belongs to (the piece connected to it, `query.instance`)."""
 
 TextEncoder = Callable[[Sequence[str]], Tensor]
 """Phrases -> L2-normalised embeddings (Q, E), e.g. `ClipModel.encode_text`."""
@@ -217,12 +224,17 @@ class ViewerState:
         )
         self.mode: CombineMode = "replace"
         self.click_mode: ClickMode = "off"
+        self.pick_scope: PickScope = "semantic"
+        self.instance_config = InstanceConfig()
         self.relevancy_map = False
         self.threshold = 0.0
         self.result_kind = ""
         self.picked = -1
         self.sam_prompt: SamPrompt | None = None
+        self.reference_photo: tuple[str, Tensor] | None = None  # (name, (H, W, 3) image)
         self._result: Selection | None = None
+        self._seeds: Tensor | None = None  # the live result is an instance of these Gaussians
+        self._instance: tuple[float, Selection] | None = None  # (threshold, instance) last cut
         self._base = Selection.empty(n)
         self._index_seen = index
         self._cache: dict[str, tuple[tuple[Tensor, ...], object]] = {}
@@ -264,11 +276,32 @@ class ViewerState:
         current = self.current
         return self._cached("knn", (current.means,), lambda: knn_graph(current.means, 16))  # type: ignore[return-value]
 
+    def instance_matrix(self) -> Tensor:
+        """The edited scene's kNN adjacency for instance selection (`query.instance_adjacency`:
+        colour-similarity edge weights), built once per geometry and colours."""
+        current, edges = self.current, self.instance_config.edges
+        features = None if edges == "colour" else self.current_features()
+        return self._cached(  # type: ignore[return-value]
+            "instance_matrix",
+            (current.means, current.sh),
+            lambda: instance_adjacency(self.knn(), current.rgb_dc, features, edges),
+        )
+
     # -- selection ------------------------------------------------------------------------------
     @property
     def result(self) -> Selection | None:
-        """The live query result cut at `threshold` (None when no query is live)."""
-        return None if self._result is None else self._result.rethreshold(self.threshold)
+        """The live query result cut at `threshold` (None when no query is live); for an instance
+        pick, the cut's piece connected to the picked Gaussian (recut when the threshold moves)."""
+        if self._result is None:
+            return None
+        if self._seeds is None:
+            return self._result.rethreshold(self.threshold)
+        if self._instance is None or self._instance[0] != self.threshold:
+            config = replace(self.instance_config, threshold=self.threshold)
+            matrix = self.instance_matrix()
+            instance = instance_selection(self._result.scores, self._seeds, matrix, config)
+            self._instance = (self.threshold, instance)
+        return self._instance[1]
 
     @property
     def selection(self) -> Selection:
@@ -295,9 +328,12 @@ class ViewerState:
         scores = self._result.scores
         return float(scores.min()), float(scores.max())
 
-    def _set_result(self, scores: Tensor, kind: str, threshold: float | None = None) -> Selection:
+    def _set_result(
+        self, scores: Tensor, kind: str, threshold: float | None = None, seed: int | None = None
+    ) -> Selection:
         """Commit the current selection as the base and make `scores` the live result, cut at
-        `threshold` (default: Otsu's threshold of the scores)."""
+        `threshold` (default: Otsu's threshold of the scores); with a `seed` Gaussian and the
+        "instance" pick scope, only the cut's piece connected to it."""
         from omnivision.twod.localize import otsu_threshold
 
         scores = scores.detach().float().cpu()
@@ -305,9 +341,18 @@ class ViewerState:
             threshold = otsu_threshold(scores) if scores.numel() else 0.0
         self._base = self.selection
         self._result = Selection.from_scores(scores, threshold)
+        instance = seed is not None and self.pick_scope == "instance"
+        self._seeds = torch.tensor([seed]) if instance else None
+        self._instance = None
         self.threshold = float(threshold)
-        self.result_kind = kind
+        self.result_kind = f"{kind}, instance" if instance else kind
         return self.selection
+
+    def set_pick_scope(self, scope: PickScope) -> None:
+        """What the next 3D pick or exemplar click selects (`PICK_SCOPES`)."""
+        if scope not in PICK_SCOPES:
+            raise ViewerError(f"pick scope {scope!r} is not one of {', '.join(PICK_SCOPES)}")
+        self.pick_scope = scope
 
     def set_threshold(self, threshold: float) -> int:
         """Re-cut the live result; returns the selected count."""
@@ -400,13 +445,19 @@ class ViewerState:
         query = rendered_feature(self.current, crop, 0, features, xy=(4, 4))
         if float(query.norm()) < 1e-8:
             raise ViewerError("nothing under the click: click on the scene")
-        self._set_result(cosine_scores(features, query), "exemplar")
+        seed = None
+        if self.pick_scope == "instance":  # the Gaussian under the click
+            seed = pick_gaussian(self.current, crop, 0, (4, 4))
+            if seed < 0:
+                raise ViewerError("nothing under the click: click on the scene")
+        self._set_result(cosine_scores(features, query), "exemplar", seed=seed)
         return self.count
 
     def pick(self, ray_origin: Sequence[float], ray_direction: Sequence[float]) -> int:
         """3D pick: the Gaussian with the largest blending weight along the ray (or the nearest
         centre within 3 scales of it); the result is the Gaussians like it (feature cosine), or,
-        without features, those near it. Returns the picked index in the edited scene."""
+        without features, those near it (with `pick_scope` "instance": only its object).
+        Returns the picked index in the edited scene."""
         current = self.current
         picked = pick_gaussian(current, ray_camera(ray_origin, ray_direction), 0, (4, 4))
         if picked < 0:
@@ -416,11 +467,12 @@ class ViewerState:
         self.picked = picked
         if self.features is not None:
             features = self.current_features()
-            self._set_result(cosine_scores(features, features[picked]), "3D pick")
+            self._set_result(cosine_scores(features, features[picked]), "3D pick", seed=picked)
         else:
             sigma = 10 * float(current.scales[picked].max())
             dist = (current.means - current.means[picked]).norm(dim=-1)
-            self._set_result(torch.exp(-dist / max(sigma, 1e-12)), "3D pick", threshold=0.5)
+            scores = torch.exp(-dist / max(sigma, 1e-12))
+            self._set_result(scores, "3D pick", threshold=0.5, seed=picked)
         return picked
 
     def select_rect(
@@ -536,6 +588,57 @@ class ViewerState:
         )
         self._set_result(scores, "SAM prompt", threshold=0.5)
         self.sam_prompt = None
+        report(1.0, "done")
+        return self.count
+
+    def set_reference_photo(self, name: str, data: bytes) -> tuple[int, int]:
+        """Keep an uploaded photo (any format PIL reads) for `query_reference`; its (W, H)."""
+        import io
+
+        from PIL import Image, UnidentifiedImageError
+
+        try:
+            with Image.open(io.BytesIO(data)) as image:
+                rgb = np.asarray(image.convert("RGB"), dtype=np.float32) / 255.0
+        except (UnidentifiedImageError, OSError):
+            raise ViewerError(f"{name}: not an image (png, jpg, ...)") from None
+        self.reference_photo = (name, torch.from_numpy(rgb))
+        return rgb.shape[1], rgb.shape[0]
+
+    def query_reference(
+        self,
+        box: str,
+        max_views: int = 12,
+        max_side: int = 512,
+        extractor: FeatureExtractor | None = None,
+        progress: Progress | None = None,
+    ) -> int:
+        """Find the object boxed on the reference photo (`box` "X0,Y0,X1,Y1", photo pixels) in
+        the scene, as `omnivision query --ref` does (`query.reference`): localized in up to
+        `max_views` scene cameras (evenly spaced, the edited scene rendered at most `max_side`
+        pixels wide) with `extractor` (default: the weight-free colour features), the masks
+        lifted; the result is cut at 0.5."""
+        from omnivision.query.reference import find_reference
+        from omnivision.twod.cli import check_inside, parse_box
+        from omnivision.twod.errors import TwoDError
+        from omnivision.twod.extractors import load_extractor
+
+        if self.reference_photo is None:
+            raise ViewerError("upload a reference photo first")
+        name, photo = self.reference_photo
+        try:
+            xyxy = parse_box(box, "box")
+            corners = [(xyxy[0], xyxy[1]), (xyxy[2] - 1e-3, xyxy[3] - 1e-3)]
+            check_inside(Path(name), (photo.shape[0], photo.shape[1]), corners, "box corner")
+        except TwoDError as err:
+            raise ViewerError(str(err)) from None
+        report = progress or (lambda fraction, what: None)
+        views = np.linspace(0, len(self.cameras), min(max_views, len(self.cameras)), False)
+        cameras = Cameras.concat([_capped(self.cameras[int(i)], max_side) for i in views])
+        report(0.1, f"finding {name} in {len(cameras)} views")
+        extractor = extractor or load_extractor("colour")
+        result = find_reference(self.current, cameras, extractor, photo, box=xyxy)
+        self._set_result(result.scores[0], f"reference {name}", threshold=0.5)
         report(1.0, "done")
         return self.count
 

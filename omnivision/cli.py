@@ -18,7 +18,10 @@ COMMANDS: dict[str, tuple[str, str]] = {
         "omnivision.scenes.cli:render_main",
         "render RGB, depth or alpha of a scene's views",
     ),
-    "export": ("omnivision.scenes.cli:export_main", "write a scene as INRIA .ply or web .splat"),
+    "export": (
+        "omnivision.scenes.cli:export_main",
+        "write a scene as .ply, .splat, .spz or .compressed.ply",
+    ),
     "phrase": (
         "omnivision.twod.cli_language:phrase_main",
         "find what a phrase names in images (text bridge or CLIP relevancy)",
@@ -46,6 +49,10 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "localize": (
         "omnivision.twod.cli:localize_main",
         "find what looks like a clicked example in images",
+    ),
+    "segment": (
+        "omnivision.twod.cli_segment:segment_main",
+        "label every pixel with one of given class names (open-vocabulary segmentation)",
     ),
 }
 

@@ -169,22 +169,33 @@ class ExportConfig:
     scene: SceneArg
     """Scene folder or file."""
     out: Annotated[Path, tyro.conf.Positional, tyro.conf.arg(metavar="OUT")]
-    """Output file: .ply (INRIA layout, lossless) or .splat (32-byte web format, lossy)."""
+    """Output file: .ply (INRIA layout, lossless), or lossy: .splat (32-byte web format), .spz
+    (Niantic, v3), .compressed.ply (PlayCanvas/SuperSplat)."""
 
 
 def export_main(argv: list[str], prog: str) -> int:
+    from .io_compressed_ply import write_compressed_ply
     from .io_ply import write_ply, write_splat
+    from .io_spz import write_spz
 
     cfg: ExportConfig = _parse(
         ExportConfig,
         argv,
         prog,
-        "Write a scene's Gaussians as INRIA .ply or .splat.\n\nexample: omnivision export demo/ demo.splat",
+        "Write a scene's Gaussians as INRIA .ply, .splat, .spz or .compressed.ply.\n\n"
+        "example: omnivision export demo/ demo.spz",
     )
-    suffix = cfg.out.suffix.lower()
-    if suffix not in (".ply", ".splat"):
-        raise SceneError(cfg.out, "output must end in .ply or .splat")
+    name = cfg.out.name.lower()
+    kind = ".compressed.ply" if name.endswith(".compressed.ply") else cfg.out.suffix.lower()
+    writers = {
+        ".ply": write_ply,
+        ".splat": write_splat,
+        ".spz": write_spz,
+        ".compressed.ply": write_compressed_ply,
+    }
+    if kind not in writers:
+        raise SceneError(cfg.out, "output must end in .ply, .splat, .spz or .compressed.ply")
     scene = load_scene(cfg.scene)
-    (write_ply if suffix == ".ply" else write_splat)(scene.gaussians, cfg.out)
+    writers[kind](scene.gaussians, cfg.out)
     print(f"wrote {len(scene.gaussians)} Gaussians to {cfg.out}")
     return 0

@@ -22,11 +22,15 @@ from .io_cameras import (
     write_inria_cameras,
 )
 from .io_colmap import colmap_root, points_file, read_colmap, read_colmap_points
+from .io_compressed_ply import is_compressed_ply, read_compressed_ply
 from .io_ply import is_gaussian_ply, read_ply, read_splat, write_ply
+from .io_sog import is_sog, read_sog
+from .io_spz import is_spz, read_spz
 
 SCENE_LAYOUTS = (
     "point_cloud.ply, point_cloud/iteration_*/point_cloud.ply, ckpts/ckpt_*.pt, "
-    "a 3DGS *.ply, a *.splat, a gsplat npz (means3d, colors, viewmats, Ks), "
+    "a 3DGS *.ply, a *.splat, *.spz, *.compressed.ply, *.sog or SOG meta.json, "
+    "a gsplat npz (means3d, colors, viewmats, Ks), "
     "or a COLMAP sparse/0 with points3D (Gaussians initialised from the points)"
 )
 
@@ -77,7 +81,13 @@ def find_gaussians_file(root: Path) -> Path:
         )
     if plys:
         return plys[0]
-    found = sorted(root.glob("*.splat")) + [
+    found = [
+        *sorted(root.glob("*.splat")),
+        *sorted(root.glob("*.spz")),
+        *sorted(root.glob("*.sog")),
+    ]
+    found += [root / "meta.json"] if is_sog(root / "meta.json") else []
+    found += [p for p in sorted(root.glob("*.ply")) if is_compressed_ply(p)] + [
         p for p in sorted(root.glob("*.npz")) if _is_points_npz(p)
     ]
     if found:
@@ -102,10 +112,14 @@ def _is_points_npz(path: Path) -> bool:
 def read_gaussians(path: Path) -> GaussianScene:
     """Gaussians from a ply, splat, gsplat checkpoint, or points npz (by file type)."""
     suffix = path.suffix.lower()
+    if suffix == ".spz" or (suffix == ".ply" and is_spz(path)):  # by magic: gzip or NGSP
+        return read_spz(path)
     if suffix == ".ply":
-        return read_ply(path)
+        return read_compressed_ply(path) if is_compressed_ply(path) else read_ply(path)
     if suffix == ".splat":
         return read_splat(path)
+    if suffix == ".sog" or path.name == "meta.json":
+        return read_sog(path)
     if suffix == ".pt":
         return read_gsplat_checkpoint(path)
     if suffix == ".npz":

@@ -70,7 +70,7 @@ def test_export_splat_and_info(demo_dir, tmp_path):
     [
         (["render", "{missing}"], "no such file or folder"),
         (["render", "{demo}", "--view", "99"], "--view 99 out of range: the scene has 18 cameras"),
-        (["export", "{demo}", "{tmp}/x.obj"], "output must end in .ply or .splat"),
+        (["export", "{demo}", "{tmp}/x.obj"], "output must end in .ply, .splat, .spz"),
         (["render", "{empty}"], "folder is empty"),
         (["render", "{demo}", "--width", "-5"], "--width -5: want a positive number of pixels"),
         (["render", "{demo}", "--width", "0"], "--width 0: want a positive number of pixels"),

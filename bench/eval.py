@@ -37,12 +37,12 @@ import torch.nn.functional as F
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _measure import bench_parser, markdown_table, measure, run_cases  # noqa: E402
+from _scenes import random_scene  # noqa: E402
 
 from omnivision.eval.lerf import LerfConfig, Level, evaluate_lerf  # noqa: E402
 from omnivision.eval.lerf_labels import CategoryLabel, LabelFrame  # noqa: E402
 from omnivision.scenes.cameras import orbit_cameras  # noqa: E402
 from omnivision.scenes.render import RenderConfig, render  # noqa: E402
-from query import random_scene  # noqa: E402
 
 CASES = {
     "lerf-2d-features": "2D protocol, rendered features -> relevancy",

@@ -3,7 +3,7 @@
     python bench/formats.py            # N = 1M Gaussians (SH degree 3), a markdown table on stdout
     python bench/formats.py --quick    # N = 100k: a smoke test
 
-Scene: bench/query.py's `random_scene` (repeated here) (centres ~ normal(0, 0.5), SH degree 3, random unit
+Scene: `_scenes.random_scene`, as bench/query.py's (centres ~ normal(0, 0.5), SH degree 3, random unit
 quaternions, scales tied to the mean spacing), built before any timer starts. Each format is one
 case in a fresh interpreter (time: best of 2 after a warm-up; memory: peak RSS added by one call):
 `write_*` to a temporary file, then `read_*` of that file. INRIA .ply (lossless, float32) is the
@@ -20,10 +20,9 @@ import tempfile
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-import torch  # noqa: E402
 from _measure import bench_parser, markdown_table, measure, run_cases  # noqa: E402
+from _scenes import random_scene  # noqa: E402
 
-from omnivision.scenes.gaussians import GaussianScene, normalize_quats  # noqa: E402
 from omnivision.scenes.io_compressed_ply import read_compressed_ply, write_compressed_ply  # noqa: E402
 from omnivision.scenes.io_ply import read_ply, read_splat, write_ply, write_splat  # noqa: E402
 from omnivision.scenes.io_spz import read_spz, write_spz  # noqa: E402
@@ -35,19 +34,6 @@ FORMATS = {
     "compressed.ply": (write_compressed_ply, read_compressed_ply, ".compressed.ply"),
 }
 N_FULL, N_QUICK = 1_000_000, 100_000
-
-
-def random_scene(n: int, sh_degree: int = 3, seed: int = 0) -> GaussianScene:
-    """bench/query.py's random cloud (not imported: `query` there would name our package)."""
-    g = torch.Generator().manual_seed(seed)
-    spacing = n ** (-1 / 3)
-    return GaussianScene(
-        means=torch.randn(n, 3, generator=g) * 0.5,
-        quats=normalize_quats(torch.randn(n, 4, generator=g)),
-        log_scales=torch.log(spacing * (0.5 + torch.rand(n, 3, generator=g))),
-        opacity_logits=torch.randn(n, generator=g) * 2 + 1,
-        sh=torch.randn(n, (sh_degree + 1) ** 2, 3, generator=g) * 0.3,
-    )
 
 
 def run_case(case: str, n: int, mode: str) -> dict:

@@ -65,6 +65,7 @@ import torch.nn.functional as F
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _measure import bench_parser, markdown_table, measure, run_cases  # noqa: E402
+from _scenes import random_scene  # noqa: E402
 
 from omnivision.lift.codebook import Codebook  # noqa: E402
 from omnivision.lift.diffusion import knn_graph  # noqa: E402
@@ -73,7 +74,7 @@ from omnivision.query.edits import EditHistory, delete, hide, recolor  # noqa: E
 from omnivision.query.queries import PhraseIndex, phrase_relevancy  # noqa: E402
 from omnivision.query.selection import Selection  # noqa: E402
 from omnivision.scenes.cameras import orbit_cameras  # noqa: E402
-from omnivision.scenes.gaussians import GaussianScene, normalize_quats  # noqa: E402
+from omnivision.scenes.gaussians import GaussianScene  # noqa: E402
 from omnivision.scenes.render import RenderConfig, render  # noqa: E402
 from omnivision.twod.clip_dense import CANONICAL_NEGATIVES  # noqa: E402
 
@@ -115,19 +116,6 @@ CASES = {
     "edit-recolor": ("recolor (set)", "scene.clone()"),
     "edit-history": ("EditHistory apply(hide) + undo", "scene.clone()"),
 }
-
-
-def random_scene(n: int, sh_degree: int = 3, seed: int = 0) -> GaussianScene:
-    """A random cloud like tests/conftest.py's, with scales shrinking as N grows."""
-    g = torch.Generator().manual_seed(seed)
-    spacing = n ** (-1 / 3)  # mean spacing of n points in the cloud's ~unit-volume core
-    return GaussianScene(
-        means=torch.randn(n, 3, generator=g) * 0.5,
-        quats=normalize_quats(torch.randn(n, 4, generator=g)),
-        log_scales=torch.log(spacing * (0.5 + torch.rand(n, 3, generator=g))),
-        opacity_logits=torch.randn(n, generator=g) * 2 + 1,
-        sh=torch.randn(n, (sh_degree + 1) ** 2, 3, generator=g) * 0.3,
-    )
 
 
 def blob_scores(means: torch.Tensor, centre: tuple[float, float, float], seed: int) -> torch.Tensor:

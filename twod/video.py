@@ -20,6 +20,7 @@ from __future__ import annotations
 import functools
 import re
 import subprocess
+from abc import ABC, abstractmethod
 from collections import OrderedDict
 from collections.abc import Iterable, Iterator
 from pathlib import Path
@@ -38,7 +39,7 @@ FOLDER_FPS = 30.0
 _TRUNCATED = ("partial file", "truncat", "end of file", "invalid data found")
 
 
-class VideoFrames:
+class VideoFrames(ABC):
     """Frames of one video, decoded on access. `frames[i]` is uint8 (H, W, 3) RGB, read-only
     (the cache holds it: copy before drawing on it); negative indices count from the end. Build
     with `open_video`."""
@@ -101,8 +102,9 @@ class VideoFrames:
         h, w = self.size
         return f"VideoFrames({str(self.path)!r}, {len(self)} frames, {w}x{h}, {self.fps:g} fps)"
 
+    @abstractmethod
     def _decode(self, index: int) -> np.ndarray:
-        raise NotImplementedError
+        """Frame `index` as uint8 (H, W, 3): the one thing each source (folder, video) provides."""
 
 
 class _FolderFrames(VideoFrames):

@@ -17,7 +17,7 @@ import torch.nn.functional as F
 from jaxtyping import Bool, Float
 from torch import Tensor
 
-from omnivision.lift.aggregate import PCA, FeatureSums, lift_view
+from omnivision.lift.aggregate import PCA, FeatureSums, accumulate_view
 from omnivision.lift.codebook import Codebook
 from omnivision.lift.diffusion import KnnGraph, adjacency, diffuse, edge_weights
 from omnivision.scenes.cameras import Cameras
@@ -249,8 +249,7 @@ def lift_masks(
     it) and the weight sums."""
     sums = FeatureSums.zeros(len(scene), 1)
     for view, mask in masks.items():
-        s, w = lift_view(scene, cameras, view, mask.float()[..., None])
-        sums.add(s, w)
+        accumulate_view(sums, scene, cameras, view, mask.float()[..., None])
     return sums.features()[:, 0], sums.weights
 
 

@@ -4,7 +4,7 @@ scene, then lift the per-view masks onto the Gaussians.
 ```
 reference photo ─ extract ─ reference_vector(clicks | box) ─┐
 view v (photo or render) ─ extract ─ heatmaps ──────────────┴─ cut by Otsu over the values
-  above the median ─ components ─ the best one (or all) ─ mask (H, W) of view v ─ lift_view
+  above the median ─ components ─ the best one (or all) ─ mask (H, W) of view v ─ accumulate_view
   into running sums (as `queries.lift_masks`) ─ weighted mean per Gaussian ─ unseen_filled (0,
   or diffused on a kNN graph) ─ scores (N,) ─ Selection.from_scores(scores, 0.5)
 ```
@@ -27,7 +27,7 @@ import torch.nn.functional as F
 from jaxtyping import Bool, Float
 from torch import Tensor
 
-from omnivision.lift.aggregate import FeatureSums, lift_view
+from omnivision.lift.aggregate import FeatureSums, accumulate_view
 from omnivision.lift.diffusion import KnnGraph
 from omnivision.scenes.cameras import Cameras
 from omnivision.scenes.gaussians import GaussianScene
@@ -138,7 +138,7 @@ def find_references(
         if tuple(found.shape[1:]) != size:
             found = F.interpolate(found[None].float(), size=size, mode="nearest")[0] > 0.5
         masks[view] = found
-        sums.add(*lift_view(scene, cameras, view, found.float().permute(1, 2, 0)))
+        accumulate_view(sums, scene, cameras, view, found.float().permute(1, 2, 0))
     probability, weights = sums.features(), sums.weights  # as `queries.lift_masks`, Q at once
     scores = torch.stack(
         [

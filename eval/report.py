@@ -464,7 +464,8 @@ def table_markdown(table: Table, csv_name: str) -> list[str]:
 
 
 def draw_frame(maps: FrameMaps, title: str, png: Path) -> None:
-    """Per category: image, relevancy heatmap (colour bar), GT boxes, argmax, mask outline."""
+    """Per category: image, relevancy heatmap, GT boxes, argmax, mask outline; one colour bar
+    (the panels share their colour limits)."""
     from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure as MplFigure
     from matplotlib.patches import Rectangle
@@ -479,11 +480,11 @@ def draw_frame(maps: FrameMaps, title: str, png: Path) -> None:
     panel = 4.0
     fig = MplFigure(figsize=(cols * panel * 1.15, rows * panel * height / width + 0.8), dpi=80)
     FigureCanvasAgg(fig)
+    heat = None
     for k, category in enumerate(categories):
         ax = fig.add_subplot(rows, cols, k + 1)
         ax.imshow(image)
         heat = ax.imshow(relevancy[k], cmap="turbo", alpha=0.5, vmin=low, vmax=high)
-        fig.colorbar(heat, ax=ax, fraction=0.046, pad=0.02)
         boxes = maps.boxes.get(category, [])
         for x0, y0, x1, y1 in boxes:
             corner, size = (min(x0, x1), min(y0, y1)), (abs(x1 - x0), abs(y1 - y0))
@@ -500,6 +501,8 @@ def draw_frame(maps: FrameMaps, title: str, png: Path) -> None:
         ax.set_ylim(height - 0.5, -0.5)
         ax.set_title(f"{category} ({'hit' if hit else 'miss'})", fontsize=9)
         ax.axis("off")
+    if heat is not None:  # every panel shares the colour limits: one bar for the figure
+        fig.colorbar(heat, ax=fig.axes, fraction=0.046 / cols, pad=0.01, label="relevancy")
     if not categories:
         ax = fig.add_subplot(1, 1, 1)
         ax.imshow(image)

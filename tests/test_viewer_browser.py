@@ -3,7 +3,7 @@ on the demo scene. Type a phrase and press Search, see the mug turn magenta on t
 the server select it; delete it and undo through the GUI; pick it with a real mouse click.
 
 Needs /usr/bin/chromium (`apt-get install chromium`) and the python playwright package; never
-downloads a browser. Takes about half a minute."""
+downloads a browser. Takes about half a minute on quiet cores."""
 
 from __future__ import annotations
 
@@ -128,6 +128,10 @@ def viewer(demo_dir):
     from omnivision.viewer.state import ViewerState
 
     scene = load_scene(demo_dir)
+    every = scene.gaussians.extras["object_id"].long()
+    # The mug whole and every other Gaussian of the rest (16.4k of 29.3k splats): SwiftShader
+    # draws each frame on the CPU that the other test worker shares (57 s -> 30 s, quiet cores).
+    scene.gaussians = scene.gaussians.subset((every == MUG) | (torch.arange(len(every)) % 2 == 0))
     ids = scene.gaussians.extras["object_id"].long()
     features = torch.nn.functional.pad(object_id_features(ids, 8), (0, DIM - 8))
     state = ViewerState(scene, features, "planted", text_fn=planted_text_fn(scene.objects))

@@ -9,7 +9,9 @@ case in a fresh interpreter (time: best of 2 after a warm-up; memory: peak RSS a
 `write_*` to a temporary file, then `read_*` of that file. INRIA .ply (lossless, float32) is the
 reference row of the same run; "size / ply" is the file size relative to it. .splat keeps only
 SH degree 0. .spz is written as version 3 (gzip, level 6 as spz does); .compressed.ply includes
-the Morton sort of its writer. SOG is read-only here, so it is not benchmarked.
+the Morton sort of its writer; .sog includes its codebooks and the k-means palette of the higher SH
+(4096 entries, 10 Lloyd iterations: most of its save time); .glb is float32 glTF
+(KHR_gaussian_splatting). .ksplat is read-only here (its writer is GaussianSplats3D's).
 """
 
 from __future__ import annotations
@@ -24,7 +26,9 @@ from _measure import bench_parser, markdown_table, measure, run_cases  # noqa: E
 from _scenes import random_scene  # noqa: E402
 
 from omnivision.scenes.io_compressed_ply import read_compressed_ply, write_compressed_ply  # noqa: E402
+from omnivision.scenes.io_gltf import read_gltf, write_gltf  # noqa: E402
 from omnivision.scenes.io_ply import read_ply, read_splat, write_ply, write_splat  # noqa: E402
+from omnivision.scenes.io_sog import read_sog, write_sog  # noqa: E402
 from omnivision.scenes.io_spz import read_spz, write_spz  # noqa: E402
 
 FORMATS = {
@@ -32,6 +36,8 @@ FORMATS = {
     "splat": (write_splat, read_splat, ".splat"),
     "spz": (write_spz, read_spz, ".spz"),
     "compressed.ply": (write_compressed_ply, read_compressed_ply, ".compressed.ply"),
+    "sog": (write_sog, read_sog, ".sog"),
+    "glb": (write_gltf, read_gltf, ".glb"),
 }
 N_FULL, N_QUICK = 1_000_000, 100_000
 

@@ -169,21 +169,28 @@ class ExportConfig:
     scene: SceneArg
     """Scene folder or file."""
     out: Annotated[Path, tyro.conf.Positional, tyro.conf.arg(metavar="OUT")]
-    """Output file: .ply (INRIA layout, lossless), or lossy: .splat (32-byte web format), .spz
-    (Niantic, v3), .compressed.ply (PlayCanvas/SuperSplat)."""
+    """Output file: .ply (INRIA layout, lossless), .glb / .gltf (KHR_gaussian_splatting, float32),
+    or lossy: .splat (32-byte web format), .spz (Niantic, v3), .compressed.ply and .sog
+    (PlayCanvas/SuperSplat). Integer per-Gaussian fields (object_id, class_id, selected) are .ply
+    vertex properties and glTF `_NAME` attributes; beside the other formats a sidecar
+    OUT.semantics.safetensors + OUT.semantics.json that load_scene reads back."""
 
 
 def export_main(argv: list[str], prog: str) -> int:
     from .io_compressed_ply import write_compressed_ply
+    from .io_gltf import write_gltf
     from .io_ply import write_ply, write_splat
+    from .io_sog import write_sog
     from .io_spz import write_spz
+    from .semantics import semantic_fields, sidecar_paths
 
     cfg: ExportConfig = _parse(
         ExportConfig,
         argv,
         prog,
-        "Write a scene's Gaussians as INRIA .ply, .splat, .spz or .compressed.ply.\n\n"
-        "example: omnivision export demo/ demo.spz",
+        "Write a scene's Gaussians as INRIA .ply, .splat, .spz, .compressed.ply, .sog or glTF\n"
+        "(.glb / .gltf with KHR_gaussian_splatting), chosen by the name of OUT.\n\n"
+        "examples:\n  omnivision export demo/ demo.spz\n  omnivision export demo/ demo.glb",
     )
     name = cfg.out.name.lower()
     kind = ".compressed.ply" if name.endswith(".compressed.ply") else cfg.out.suffix.lower()
@@ -192,10 +199,22 @@ def export_main(argv: list[str], prog: str) -> int:
         ".splat": write_splat,
         ".spz": write_spz,
         ".compressed.ply": write_compressed_ply,
+        ".sog": write_sog,
+        ".glb": write_gltf,
+        ".gltf": write_gltf,
     }
     if kind not in writers:
-        raise SceneError(cfg.out, "output must end in .ply, .splat, .spz or .compressed.ply")
+        raise SceneError(
+            cfg.out, "output must end in .ply, .splat, .spz, .compressed.ply, .sog, .glb or .gltf"
+        )
     scene = load_scene(cfg.scene)
-    writers[kind](scene.gaussians, cfg.out)
+    # integer extras (object ids, ...): .ply vertex properties, else a sidecar naming the source
+    if kind in (".splat", ".spz", ".compressed.ply", ".sog"):
+        writers[kind](scene.gaussians, cfg.out, source=scene.gaussians_file)
+    else:
+        writers[kind](scene.gaussians, cfg.out)
     print(f"wrote {len(scene.gaussians)} Gaussians to {cfg.out}")
+    sidecar = sidecar_paths(cfg.out)[1]
+    if kind not in (".ply", ".glb", ".gltf") and sidecar.is_file():
+        print(f"wrote {', '.join(semantic_fields(scene.gaussians))} to {sidecar} (+ .safetensors)")
     return 0

@@ -18,8 +18,9 @@ import numpy as np
 import torch
 from plyfile import PlyData
 
-from .errors import SceneError, atomic_path
+from .errors import SceneError
 from .gaussians import SH_C0, GaussianScene, num_sh_bases
+from .semantics import atomic_with_semantics, with_semantics
 
 CHUNK = 256
 CHUNK_PROPERTIES = tuple(
@@ -98,9 +99,12 @@ def _pack_rotations(quats_wxyz: np.ndarray) -> np.ndarray:
     return packed
 
 
-def write_compressed_ply(scene: GaussianScene, path: str | Path) -> Path:
+def write_compressed_ply(
+    scene: GaussianScene, path: str | Path, source: str | Path | None = None
+) -> Path:
     """Write a `.compressed.ply` atomically, Gaussians in `morton_order`. Lossy (DESIGN.md);
-    `extras` are not stored."""
+    integer extras go to a semantics sidecar in that order (`semantics.py`; `source` is recorded
+    there), the others are dropped."""
     path = Path(path)
     s = scene.to("cpu")
     n, k = len(s), s.sh.shape[1]
@@ -140,7 +144,7 @@ def write_compressed_ply(scene: GaussianScene, path: str | Path) -> Path:
     if k > 1:
         lines += [f"element sh {n}"] + [f"property uchar f_rest_{i}" for i in range(rest.shape[1])]
     lines.append("end_header\n")
-    with atomic_path(path) as tmp, open(tmp, "wb") as f:
+    with atomic_with_semantics(path, s, source) as tmp, open(tmp, "wb") as f:
         f.write("\n".join(lines).encode("ascii"))
         f.write(bounds.tobytes())
         f.write(packed.reshape(-1, 4)[:n].astype("<u4").tobytes())
@@ -149,7 +153,8 @@ def write_compressed_ply(scene: GaussianScene, path: str | Path) -> Path:
 
 
 def read_compressed_ply(path: str | Path) -> GaussianScene:
-    """Read a PlayCanvas `.compressed.ply` (quantisation of the format applies)."""
+    """Read a PlayCanvas `.compressed.ply` (quantisation of the format applies), with the
+    integer extras of its semantics sidecar when there is one."""
     path = Path(path)
     if not path.is_file():
         raise SceneError(path, "file not found")
@@ -221,13 +226,14 @@ def read_compressed_ply(path: str | Path) -> GaussianScene:
         unit = np.where(raw == 0, 0.0, np.where(raw == 255, 1.0, (raw + 0.5) / 256))
         rest = ((unit - 0.5) * 8).reshape(n, 3, k - 1).transpose(0, 2, 1)
         sh = np.concatenate([sh, rest], axis=1)
-    return GaussianScene(
+    scene = GaussianScene(
         means=torch.from_numpy(means.astype(np.float32)),
         quats=torch.nn.functional.normalize(torch.from_numpy(quats), dim=-1),
         log_scales=torch.from_numpy(log_scales.astype(np.float32)),
         opacity_logits=torch.from_numpy(np.log(alpha / (1 - alpha)).astype(np.float32)),
         sh=torch.from_numpy(np.ascontiguousarray(sh, dtype=np.float32)),
     )
+    return with_semantics(scene, path)
 
 
 __all__ = ["is_compressed_ply", "morton_order", "read_compressed_ply", "write_compressed_ply"]

@@ -17,6 +17,7 @@ from .gaussians import (
     num_sh_bases,
     rgb_to_sh_dc,
 )
+from .semantics import atomic_with_semantics, with_semantics
 
 REQUIRED = (
     ["x", "y", "z"]
@@ -142,9 +143,12 @@ def _group_extras(columns: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
 
 
 def write_ply(scene: GaussianScene, path: str | Path) -> Path:
-    """Write the INRIA layout (with zero normals, as the INRIA trainer does) plus `extras` fields.
+    """Write the INRIA layout (with zero normals, as the INRIA trainer does) plus `extras` fields
+    (object ids, class ids, selection masks, ...) as extra vertex properties, which other 3DGS
+    tools ignore (splat-transform keeps them: tests/test_formats.py).
 
-    Written atomically: a failure leaves no partial file. `read_ply(write_ply(s))` equals `s` exactly.
+    Written atomically: a failure leaves no partial file. `read_ply(write_ply(s))` equals `s`
+    exactly, up to the types PLY has: bool extras read back as uint8, int64 ones as int32.
     """
     path = Path(path)
     s = scene.to("cpu")
@@ -168,9 +172,7 @@ def write_ply(scene: GaussianScene, path: str | Path) -> Path:
     add("scale", s.log_scales.float())
     add("rot", s.quats.float())
     for name, value in s.extras.items():
-        if value.dtype == torch.bool:
-            value = value.to(torch.uint8)
-        add(name, value)
+        add(name, _ply_typed(path, name, value))
     dtype = [(name, arr.dtype.str) for name, arr in columns]
     vertex = np.empty(n, dtype=dtype)
     for name, arr in columns:
@@ -180,16 +182,36 @@ def write_ply(scene: GaussianScene, path: str | Path) -> Path:
     return path
 
 
+def _ply_typed(path: Path, name: str, value: torch.Tensor) -> torch.Tensor:
+    """An extra in a type PLY has: bool as uint8, 64-bit integers as 32-bit when every value
+    fits (else a SceneError naming the field), float16/bfloat16 and float64 kept exact as
+    float32/float64."""
+    if value.dtype == torch.bool:
+        return value.to(torch.uint8)
+    if value.dtype in (torch.float16, torch.bfloat16):
+        return value.float()
+    if value.dtype == torch.int64:
+        narrow = torch.iinfo(torch.int32)
+        if value.numel() and (value.min() < narrow.min or value.max() > narrow.max):
+            raise SceneError(
+                path, f"extra {name!r} holds values beyond 32-bit integers (PLY's widest)"
+            )
+        return value.to(torch.int32)
+    return value
+
+
 # -- .splat (antimatter15 web viewer format): 32 bytes per Gaussian ---------------------------
 _SPLAT_DTYPE = np.dtype(
     [("position", "<f4", 3), ("scale", "<f4", 3), ("rgba", "u1", 4), ("rot", "u1", 4)]
 )
 
 
-def write_splat(scene: GaussianScene, path: str | Path) -> Path:
+def write_splat(scene: GaussianScene, path: str | Path, source: str | Path | None = None) -> Path:
     """Write `.splat`: position, linear scale, RGBA from the DC colour and opacity, quantised wxyz.
 
     Gaussians are sorted by decreasing volume x opacity as web viewers expect. Lossy by design.
+    Integer extras (object ids, ...) go to a sidecar in that order (`semantics.py`; `source`:
+    the scene it came from, recorded there).
     """
     s = scene.to("cpu")
     order = torch.argsort(-(s.log_scales.sum(-1).exp() * s.opacities), stable=True)
@@ -201,13 +223,14 @@ def write_splat(scene: GaussianScene, path: str | Path) -> Path:
     out["rgba"] = (rgba * 255).round().clamp(0, 255).to(torch.uint8).numpy()
     q = torch.nn.functional.normalize(s.quats.float(), dim=-1)
     out["rot"] = (q * 128 + 128).round().clamp(0, 255).to(torch.uint8).numpy()
-    with atomic_path(path) as tmp:
+    with atomic_with_semantics(path, s, source) as tmp:
         out.tofile(tmp)
     return Path(path)
 
 
 def read_splat(path: str | Path) -> GaussianScene:
-    """Read a `.splat` file into SH degree 0 Gaussians (quantisation of the format applies)."""
+    """Read a `.splat` file into SH degree 0 Gaussians (quantisation of the format applies), with
+    the integer extras of its semantics sidecar when there is one."""
     path = Path(path)
     size = path.stat().st_size if path.is_file() else -1
     if size < 0:
@@ -218,13 +241,14 @@ def read_splat(path: str | Path) -> GaussianScene:
     rgba = torch.from_numpy(data["rgba"].astype(np.float32) / 255)
     quats = (torch.from_numpy(data["rot"].astype(np.float32)) - 128) / 128
     opac = rgba[:, 3].clamp(1e-4, 1 - 1e-4)
-    return GaussianScene(
+    scene = GaussianScene(
         means=torch.from_numpy(data["position"].copy()),
         quats=normalize_quats(quats),
         log_scales=torch.from_numpy(data["scale"].copy()).clamp_min(1e-12).log(),
         opacity_logits=torch.log(opac / (1 - opac)),
         sh=rgb_to_sh_dc(rgba[:, None, :3]),
     )
+    return with_semantics(scene, path)
 
 
 __all__ = [

@@ -1,4 +1,4 @@
-"""PlayCanvas SOG (read): a `meta.json` plus lossless WebP textures, bundled in a `.sog` zip or
+"""PlayCanvas SOG (read and write): a `meta.json` plus lossless WebP textures, bundled in a `.sog` zip or
 side by side in a folder (unbundled). Version 2, as splat-transform and SuperSplat write it.
 
 Each texture holds one texel (RGBA) per Gaussian in row-major order. `means_l`/`means_u`: the low
@@ -24,6 +24,7 @@ import torch
 
 from .errors import SceneError
 from .gaussians import GaussianScene
+from .semantics import atomic_with_semantics, with_semantics
 
 _SH_COEFFS = {0: 0, 1: 3, 2: 8, 3: 15}
 _QUAT_OTHERS = ((1, 2, 3), (0, 2, 3), (0, 1, 3), (0, 1, 2))
@@ -101,7 +102,8 @@ def _texels(path: Path, read: Callable[[str], bytes], name: str, count: int) -> 
 
 
 def read_sog(path: str | Path) -> GaussianScene:
-    """Read a SOG scene: a bundled `.sog` zip, or an unbundled `meta.json` (textures beside it)."""
+    """Read a SOG scene: a bundled `.sog` zip, or an unbundled `meta.json` (textures beside it),
+    with the integer extras of a semantics sidecar beside the file when there is one."""
     path = Path(path)
     if not path.is_file():
         raise SceneError(path, "file not found")
@@ -116,11 +118,12 @@ def read_sog(path: str | Path) -> GaussianScene:
     if missing:
         raise SceneError(path, f"meta.json lacks {', '.join(missing)}")
     try:
-        return _decode(path, meta, read)
+        scene = _decode(path, meta, read)
     except SceneError:
         raise
     except (KeyError, IndexError, TypeError, ValueError) as err:
         raise SceneError(path, f"meta.json is malformed ({type(err).__name__}: {err})") from None
+    return with_semantics(scene, path)
 
 
 def _decode(path: Path, meta: dict, read: Callable[[str], bytes]) -> GaussianScene:
@@ -178,4 +181,203 @@ def _decode(path: Path, meta: dict, read: Callable[[str], bytes]) -> GaussianSce
     )
 
 
-__all__ = ["is_sog", "read_sog"]
+# -- writing -------------------------------------------------------------------------------------
+def _kmeans_1d(
+    values: np.ndarray, k: int = 256, alpha: float = 0.5
+) -> tuple[np.ndarray, np.ndarray]:
+    """A 256-entry scalar codebook as splat-transform builds its SOG codebooks: the sorted values
+    binned into up to 1024 bins (positions blended between rank and value, so both the dense
+    centre and the tails get bins), each bin weighted by count^alpha (sub-linear: the tails keep
+    centres), then the bins split into k runs of least weighted squared error by dynamic
+    programming (`_optimal_segments`). (sorted float32 centres (k,), uint8 labels shaped like
+    `values`)."""
+    flat = values.reshape(-1).astype(np.float64)
+    ordered = np.sort(flat)
+    n, low, high = len(ordered), ordered[0], ordered[-1]
+    if high - low < 1e-20:
+        return np.full(k, low, np.float32), np.zeros(values.shape, np.uint8)
+    bins = min(1024, n)
+    iqr = ordered[int(n * 0.75)] - ordered[int(n * 0.25)]
+    beta = min(0.999, max(0.5, 1 - iqr / (high - low)))
+    position = beta * np.arange(n) / n + (1 - beta) * (ordered - low) / (high - low)
+    index = np.minimum(bins - 1, (bins * position).astype(np.int64))
+    counts = np.bincount(index, minlength=bins).astype(np.float64)
+    used = counts > 0
+    centres_of_bins = np.bincount(index, ordered, minlength=bins)[used] / counts[used]
+    weights = counts[used] ** alpha
+    centres = _optimal_segments(centres_of_bins, weights, k)
+    centres = np.pad(centres, (0, k - len(centres)), mode="edge").astype(np.float32)
+    labels = np.searchsorted((centres[1:] + centres[:-1]) / 2, flat.astype(np.float32))
+    return centres, labels.reshape(values.shape).astype(np.uint8)
+
+
+def _optimal_segments(x: np.ndarray, w: np.ndarray, k: int, band: int = 96) -> np.ndarray:
+    """Sorted points x with weights w split into k contiguous runs of at most `band` points that
+    minimise the weighted sum of squared distances to each run's weighted mean (1-D k-means,
+    exact within the band: a run holds ~len(x)/k points); the run means, ascending."""
+    h = len(x)
+    k = min(k, h)
+    band = min(h, max(band, 4 * -(-h // k)))
+    pw, pwx, pwxx = (np.concatenate([[0.0], np.cumsum(v)]) for v in (w, w * x, w * x * x))
+    ends = np.arange(h)[None, :]
+    begins = ends - np.arange(band)[:, None]  # (band, h): a run [begin, end]
+    inside = begins >= 0
+    b = np.maximum(begins, 0)
+    mass = pw[ends + 1] - pw[b]
+    with np.errstate(divide="ignore", invalid="ignore"):
+        cost = (pwxx[ends + 1] - pwxx[b]) - (pwx[ends + 1] - pwx[b]) ** 2 / mass
+    cost = np.where(inside & (mass > 0), np.maximum(cost, 0.0), np.inf)
+    before = np.maximum(begins - 1, 0)  # the previous run ends at begin - 1
+    first_run = begins == 0
+    best = np.where(inside & first_run, cost, np.inf).min(0)  # one run over bins 0..end
+    lengths = np.zeros((k, h), np.int32)
+    columns = np.arange(h)
+    for m in range(1, k):
+        options = np.where(inside & ~first_run, best[before], np.inf) + cost
+        pick = options.argmin(0)
+        lengths[m], best = pick + 1, options[pick, columns]
+    end, out = h - 1, []
+    for m in range(k - 1, -1, -1):
+        begin = end - int(lengths[m, end]) + 1 if m else 0
+        out.append((pwx[end + 1] - pwx[begin]) / (pw[end + 1] - pw[begin]))
+        end = begin - 1
+    return np.asarray(out[::-1])
+
+
+def _kmeans(
+    points: np.ndarray, k: int, iterations: int, seed: int = 0
+) -> tuple[np.ndarray, np.ndarray]:
+    """Lloyd's k-means in torch (chunked distances): (centroids (k, D), labels (N,))."""
+    x = torch.from_numpy(points.astype(np.float32))
+    g = torch.Generator().manual_seed(seed)
+    centroids = x[torch.randperm(len(x), generator=g)[:k]].clone()
+    labels = torch.zeros(len(x), dtype=torch.long)
+    for step in range(iterations + 1):
+        c2 = (centroids * centroids).sum(1)
+        for start in range(0, len(x), 65536):
+            chunk = x[start : start + 65536]
+            labels[start : start + 65536] = (c2 - 2 * chunk @ centroids.T).argmin(1)
+        if step == iterations:
+            break
+        sums = torch.zeros_like(centroids).index_add_(0, labels, x)
+        counts = torch.bincount(labels, minlength=len(centroids)).float()
+        centroids = torch.where(counts[:, None] > 0, sums / counts.clamp(min=1)[:, None], centroids)
+    return centroids.numpy(), labels.numpy()
+
+
+def _webp(texels: np.ndarray, width: int, height: int) -> bytes:
+    """(count, 4) uint8 texels, row-major, padded with zeros to width x height, as lossless WebP."""
+    from PIL import Image
+
+    image = np.zeros((width * height, 4), np.uint8)
+    image[: len(texels)] = texels
+    out = io.BytesIO()
+    Image.fromarray(image.reshape(height, width, 4), "RGBA").save(
+        out, "WEBP", lossless=True, quality=100, method=4, exact=True
+    )
+    return out.getvalue()
+
+
+def write_sog(
+    scene: GaussianScene,
+    path: str | Path,
+    palette: int | None = None,
+    iterations: int = 10,
+    source: str | Path | None = None,
+) -> Path:
+    """Write a bundled `.sog` (a zip of meta.json and lossless WebP textures, version 2), atomically.
+    Lossy: 16-bit log positions, 8-bit quaternions, 256-entry codebooks for log-scales and the DC
+    term, 8-bit opacity, and the higher SH as a k-means palette (`palette` entries, by default
+    splat-transform's size, at most 4096 here to keep k-means on a CPU; `iterations` of Lloyd).
+    No maintained Python library writes SOG (gsply 0.4.6 reads it only), hence this writer;
+    splat-transform reads what it writes (tests/test_formats_web.py). Integer per-Gaussian fields go
+    to a sidecar beside it (scenes/semantics.py; `source`: the scene it came from)."""
+    path = Path(path)
+    if path.suffix.lower() != ".sog":
+        raise SceneError(path, "a bundled SOG ends in .sog")
+    s = scene.to("cpu")
+    n = len(s)
+    if n == 0:
+        raise SceneError(path, "no Gaussians to write")
+    width = int(np.ceil(np.sqrt(n) / 4) * 4)
+    height = int(np.ceil(n / width / 4) * 4)
+    if width > 16383 or height > 16383:
+        raise SceneError(path, f"{n} Gaussians exceed WebP's 16383-pixel textures")
+
+    def texels(*channels: np.ndarray) -> np.ndarray:
+        out = np.full((n, 4), 255, np.uint8)
+        for c, values in enumerate(channels):
+            out[:, c] = values
+        return out
+
+    files: dict[str, bytes] = {}
+    means = s.means.double().numpy()
+    logged = np.sign(means) * np.log1p(np.abs(means))
+    mins, maxs = logged.min(0), logged.max(0)
+    q = np.round(65535 * (logged - mins) / np.where(maxs > mins, maxs - mins, 1.0)).astype(
+        np.uint32
+    )
+    files["means_l.webp"] = _webp(texels(*(q & 255).T), width, height)
+    files["means_u.webp"] = _webp(texels(*(q >> 8).T), width, height)
+
+    quats = s.quats.double().numpy()
+    quats = quats / np.linalg.norm(quats, axis=1, keepdims=True)
+    largest = np.abs(quats).argmax(1)
+    quats = quats * np.where(quats[np.arange(n), largest] < 0, -1.0, 1.0)[:, None] * np.sqrt(2)
+    others = np.stack(
+        [quats[np.arange(n), np.asarray(_QUAT_OTHERS)[largest][:, j]] for j in range(3)], 1
+    )
+    packed = np.clip(np.round(255 * (others * 0.5 + 0.5)), 0, 255).astype(np.uint8)
+    files["quats.webp"] = _webp(texels(*packed.T, 252 + largest), width, height)
+
+    scale_book, scale_labels = _kmeans_1d(s.log_scales.double().numpy())
+    files["scales.webp"] = _webp(texels(*scale_labels.T), width, height)
+    dc_book, dc_labels = _kmeans_1d(s.sh[:, 0].double().numpy())
+    alpha = np.clip(np.round(s.opacities.double().numpy() * 255), 0, 255)
+    files["sh0.webp"] = _webp(texels(*dc_labels.T, alpha), width, height)
+    meta: dict = {
+        "version": 2,
+        "asset": {"generator": "omnivision"},
+        "count": n,
+        "means": {
+            "mins": mins.tolist(),
+            "maxs": maxs.tolist(),
+            "files": ["means_l.webp", "means_u.webp"],
+        },
+        "scales": {"codebook": scale_book.tolist(), "files": ["scales.webp"]},
+        "quats": {"files": ["quats.webp"]},
+        "sh0": {"codebook": dc_book.tolist(), "files": ["sh0.webp"]},
+    }
+    degree = s.sh_degree
+    if degree > 0:
+        coeffs = _SH_COEFFS[degree]
+        default = int(min(64, 2 ** np.floor(np.log2(max(n / 1024, 1)))) * 1024)
+        k = max(1, min(n, palette or min(default, 4096)))
+        rest = s.sh[:, 1:].double().numpy()  # (n, coeffs, 3)
+        centroids, labels = _kmeans(rest.reshape(n, -1), k, iterations)
+        book, book_labels = _kmeans_1d(centroids.reshape(k, coeffs, 3))
+        rows = -(-k // 64)
+        cells = np.zeros((rows * 64, coeffs, 4), np.uint8)
+        cells[:k, :, :3], cells[:, :, 3] = book_labels, 255
+        files["shN_centroids.webp"] = _webp(cells.reshape(-1, 4), 64 * coeffs, rows)
+        files["shN_labels.webp"] = _webp(
+            texels(labels & 255, labels >> 8, np.zeros(n, np.uint8)), width, height
+        )
+        meta["shN"] = {
+            "count": k,
+            "bands": degree,
+            "codebook": book.tolist(),
+            "files": ["shN_centroids.webp", "shN_labels.webp"],
+        }
+    # integer extras (object ids, ...) in a sidecar beside it, in this order (semantics.py)
+    with (
+        atomic_with_semantics(path, s, source) as tmp,
+        zipfile.ZipFile(tmp, "w", zipfile.ZIP_STORED) as bundle,
+    ):
+        bundle.writestr("meta.json", json.dumps(meta))
+        for name, data in files.items():
+            bundle.writestr(name, data)
+    return path
+
+
+__all__ = ["is_sog", "read_sog", "write_sog"]

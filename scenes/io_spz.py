@@ -21,8 +21,9 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from .errors import SceneError, atomic_path
+from .errors import SceneError
 from .gaussians import GaussianScene, num_sh_bases
+from .semantics import atomic_with_semantics, with_semantics
 
 SPZ_MAGIC = 0x5053474E  # "NGSP" little-endian
 _GZIP_MAGIC = b"\x1f\x8b"
@@ -116,11 +117,17 @@ def _quantize_sh(rest: np.ndarray) -> np.ndarray:
     return np.clip(q, 0, 255).astype(np.uint8).reshape(len(rest), -1)
 
 
-def write_spz(scene: GaussianScene, path: str | Path, fractional_bits: int | None = None) -> Path:
+def write_spz(
+    scene: GaussianScene,
+    path: str | Path,
+    fractional_bits: int | None = None,
+    source: str | Path | None = None,
+) -> Path:
     """Write an `.spz` (version 3, gzip) atomically.
 
     `fractional_bits` (default: 12 as spz does, fewer when the scene reaches beyond +-2048 so every
-    position fits the 24-bit range). Lossy: see scenes/DESIGN.md for the measured loss.
+    position fits the 24-bit range). Lossy: see scenes/DESIGN.md for the measured loss. Integer
+    extras go to a semantics sidecar (`semantics.py`; `source` is recorded there).
     """
     path = Path(path)
     s = scene.to("cpu")
@@ -145,7 +152,7 @@ def write_spz(scene: GaussianScene, path: str | Path, fractional_bits: int | Non
         _quantize_sh(s.sh[:, 1:].float().numpy()).tobytes(),
     ]
     with (
-        atomic_path(path) as tmp,
+        atomic_with_semantics(path, s, source) as tmp,
         open(tmp, "wb") as raw,
         gzip.GzipFile(fileobj=raw, mode="wb", compresslevel=6, mtime=0) as f,
     ):
@@ -183,7 +190,8 @@ def _decompress_v4(path: Path, data: bytes, sizes: list[int]) -> list[bytes]:
 
 
 def read_spz(path: str | Path) -> GaussianScene:
-    """Read a Niantic `.spz` (version 2, 3 or 4) into Gaussians (quantisation of the format applies)."""
+    """Read a Niantic `.spz` (version 2, 3 or 4) into Gaussians (quantisation of the format
+    applies), with the integer extras of its semantics sidecar when there is one."""
     path = Path(path)
     if not path.is_file():
         raise SceneError(path, "file not found")
@@ -229,13 +237,14 @@ def read_spz(path: str | Path) -> GaussianScene:
     dc = ((raw[2].astype(np.float32) / 255.0 - 0.5) / _COLOR_SCALE).reshape(n, 1, 3)
     rest = (raw[5].astype(np.float32) - 128.0) / 128.0 if k > 1 else np.zeros(0, np.float32)
     sh = np.concatenate([dc, rest.reshape(n, k - 1, 3)], axis=1)
-    return GaussianScene(
+    scene = GaussianScene(
         means=torch.from_numpy(_unpack_positions(raw[0], fractional_bits)),
         quats=torch.nn.functional.normalize(torch.from_numpy(rotations), dim=-1),
         log_scales=torch.from_numpy(raw[3].astype(np.float32).reshape(n, 3) / 16.0 - 10.0),
         opacity_logits=torch.from_numpy(np.log(alphas / (1 - alphas))),
         sh=torch.from_numpy(np.ascontiguousarray(sh, dtype=np.float32)),
     )
+    return with_semantics(scene, path)
 
 
 __all__ = ["SPZ_MAGIC", "is_spz", "read_spz", "write_spz"]

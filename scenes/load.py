@@ -23,13 +23,16 @@ from .io_cameras import (
 )
 from .io_colmap import colmap_root, points_file, read_colmap, read_colmap_points
 from .io_compressed_ply import is_compressed_ply, read_compressed_ply
+from .io_gltf import is_gltf_splats, read_gltf
+from .io_ksplat import read_ksplat
 from .io_ply import is_gaussian_ply, read_ply, read_splat, write_ply
 from .io_sog import is_sog, read_sog
 from .io_spz import is_spz, read_spz
 
 SCENE_LAYOUTS = (
     "point_cloud.ply, point_cloud/iteration_*/point_cloud.ply, ckpts/ckpt_*.pt, "
-    "a 3DGS *.ply, a *.splat, *.spz, *.compressed.ply, *.sog or SOG meta.json, "
+    "a 3DGS *.ply, a *.splat, *.spz, *.compressed.ply, *.sog or SOG meta.json, *.ksplat, "
+    "a *.glb / *.gltf with KHR_gaussian_splatting, "
     "a gsplat npz (means3d, colors, viewmats, Ks), "
     "or a COLMAP sparse/0 with points3D (Gaussians initialised from the points)"
 )
@@ -85,6 +88,8 @@ def find_gaussians_file(root: Path) -> Path:
         *sorted(root.glob("*.splat")),
         *sorted(root.glob("*.spz")),
         *sorted(root.glob("*.sog")),
+        *sorted(root.glob("*.ksplat")),
+        *[p for p in sorted([*root.glob("*.glb"), *root.glob("*.gltf")]) if is_gltf_splats(p)],
     ]
     found += [root / "meta.json"] if is_sog(root / "meta.json") else []
     found += [p for p in sorted(root.glob("*.ply")) if is_compressed_ply(p)] + [
@@ -120,6 +125,10 @@ def read_gaussians(path: Path) -> GaussianScene:
         return read_splat(path)
     if suffix == ".sog" or path.name == "meta.json":
         return read_sog(path)
+    if suffix == ".ksplat":
+        return read_ksplat(path)
+    if suffix in (".glb", ".gltf"):
+        return read_gltf(path)
     if suffix == ".pt":
         return read_gsplat_checkpoint(path)
     if suffix == ".npz":

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import gzip
 import io
+import json
 import os
 import shutil
 import subprocess
@@ -30,10 +31,11 @@ from omnivision.scenes.io_compressed_ply import (
     read_compressed_ply,
     write_compressed_ply,
 )
-from omnivision.scenes.io_ply import write_ply
-from omnivision.scenes.io_sog import read_sog
+from omnivision.scenes.io_ply import write_ply, write_splat
+from omnivision.scenes.io_sog import read_sog, write_sog
 from omnivision.scenes.io_spz import read_spz, write_spz
 from omnivision.scenes.load import load_scene
+from omnivision.scenes.semantics import sidecar_paths, write_semantics
 
 SPLAT_TRANSFORM = "@playcanvas/splat-transform@3.7.0"
 COLUMNS = ("positions", "log_scales", "rotations_deg", "colours", "sh_rest", "opacity")
@@ -355,3 +357,163 @@ def test_we_read_the_sog_splat_transform_writes_bundled_and_not(splat_transform,
         assert_within(column_losses(by_position(scene, back), back), SOG_LIMITS, str(path))
         same = column_losses(back, theirs)
         assert max(same.values()) < 1e-5, same
+
+
+# -- semantics that travel: ply properties, or a sidecar beside the lossy formats ----------------
+SEMANTIC_WRITE = {
+    "ply": write_ply,
+    "splat": write_splat,
+    "spz": write_spz,
+    "compressed.ply": write_compressed_ply,
+    "sog": write_sog,
+}
+# Position loss through each writer on `random_scene(500)`: .ply and .splat store float32 as is;
+# spz as in LIMITS; compressed.ply's 10-11 bits span each 256-Gaussian chunk's box, here two
+# chunks across the whole scene (3.5 units): measured 1.6e-3, asserted 2e-3. A row in the
+# wrong order would be off by the distance between neighbours (median 0.13, least 0.02).
+# sog (SH degree 0 here: no palette to cluster): 16-bit log positions, measured 3.8e-5.
+POSITION_LIMIT = {"ply": 0.0, "splat": 0.0, "spz": 1.23e-4, "compressed.ply": 2e-3, "sog": 1e-4}
+
+
+def labelled(scene: GaussianScene) -> GaussianScene:
+    """`scene` with the fields a query leaves: `object_id` (here each Gaussian's own index, so the
+    order of a file can be checked), `class_id` (int32, -1 = none), `selected` (bool), and a float
+    extra that no sidecar carries."""
+    n = len(scene)
+    scene = scene.clone()
+    scene.extras = {
+        "object_id": torch.arange(n, dtype=torch.int32),
+        "class_id": (torch.arange(n) % 9 - 1).to(torch.int32),
+        "selected": torch.arange(n) % 3 == 0,
+        "hidden_opacity": torch.rand(n),
+    }
+    return scene
+
+
+@pytest.mark.parametrize("fmt", ["ply", "splat", "spz", "compressed.ply", "sog"])
+def test_semantics_travel_through_each_format_in_its_order(tmp_path, fmt):
+    scene = labelled(random_scene(500, sh_degree=0 if fmt == "sog" else 3))
+    path = tmp_path / f"scene.{fmt}"
+    if fmt in ("ply", "sog"):
+        SEMANTIC_WRITE[fmt](scene, path)
+    else:
+        SEMANTIC_WRITE[fmt](scene, path, source="origin.ply")
+    back = load_scene(path).gaussians
+    index = back.extras["object_id"].long()
+    # every Gaussian once, and each row's fields belong to the Gaussian in that row of the file
+    # (.splat sorts by size, .compressed.ply by Morton code: the sidecar follows)
+    assert torch.equal(index.sort().values, torch.arange(500))
+    assert (back.means - scene.means[index]).abs().max() <= POSITION_LIMIT[fmt]
+    assert torch.equal(back.extras["class_id"], scene.extras["class_id"][index])
+    assert torch.equal(back.extras["selected"], scene.extras["selected"][index].to(torch.uint8))
+    assert back.extras["object_id"].dtype == torch.int32
+    assert back.extras["class_id"].dtype == torch.int32
+    assert back.extras["selected"].dtype == torch.uint8
+    tensors, index_file = sidecar_paths(path)
+    if fmt == "ply":  # vertex properties, the float extra too; no sidecar
+        assert "hidden_opacity" in back.extras and not index_file.exists()
+        return
+    assert "hidden_opacity" not in back.extras and tensors.is_file()
+    record = json.loads(index_file.read_text())
+    assert record["file"] == path.name and record["count"] == 500
+    assert record["source"] == (None if fmt == "sog" else "origin.ply")
+    assert record["fields"] == {
+        "object_id": {"dtype": "int32", "shape": [500]},
+        "class_id": {"dtype": "int32", "shape": [500]},
+        "selected": {"dtype": "uint8", "shape": [500]},
+    }
+    assert sorted(p.name for p in tmp_path.iterdir()) == sorted(
+        [path.name, tensors.name, index_file.name]
+    )  # no temporary files left
+
+
+def test_a_sidecar_of_another_export_is_one_error_naming_both_files(tmp_path):
+    write_spz(labelled(random_scene(500)), tmp_path / "a.spz")
+    path = write_spz(labelled(random_scene(300)), tmp_path / "b.spz")
+    for theirs, ours in zip(sidecar_paths(tmp_path / "a.spz"), sidecar_paths(path), strict=True):
+        shutil.copy(theirs, ours)
+    with pytest.raises(SceneError) as err:
+        load_scene(path)
+    message = str(err.value)
+    assert message.startswith(f"{sidecar_paths(path)[1]}: describes 500 Gaussians but {path}")
+    assert "holds 300" in message and "\n" not in message
+    write_spz(labelled(random_scene(300)), path)  # its own sidecar again
+    sidecar_paths(path)[0].write_bytes(b"not safetensors")
+    with pytest.raises(SceneError, match="b.spz.semantics.safetensors: not a readable safetensors"):
+        load_scene(path)
+    sidecar_paths(path)[0].unlink()  # half a sidecar
+    with pytest.raises(SceneError, match="without its other half b.spz.semantics.safetensors"):
+        load_scene(path)
+
+
+def test_export_without_semantics_drops_a_stale_sidecar_and_a_failed_one_writes_nothing(
+    tmp_path, monkeypatch
+):
+    path = write_splat(labelled(random_scene(200)), tmp_path / "s.splat")
+    assert all(p.is_file() for p in sidecar_paths(path))
+    write_splat(random_scene(200), path)  # no semantics now: the old sidecar would lie
+    assert not any(p.exists() for p in sidecar_paths(path))
+    assert load_scene(path).gaussians.extras == {}
+
+    def broken(*args, **kwargs):
+        raise OSError("disk full")
+
+    monkeypatch.setattr("safetensors.torch.save_file", broken)
+    with pytest.raises(OSError, match="disk full"):
+        write_spz(labelled(random_scene(200)), tmp_path / "t.spz")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["s.splat"]  # no file, no half sidecar
+
+
+def test_export_command_keeps_the_semantics(tmp_path, capsys):
+    scene = labelled(random_scene(400))
+    scene.extras.pop("hidden_opacity")
+    source = write_ply(scene, tmp_path / "in.ply")
+    for name in ("out.ply", "out.splat", "out.compressed.ply"):
+        assert export_main([str(source), str(tmp_path / name)], "omnivision export") == 0
+        back = load_scene(tmp_path / name).gaussians
+        order = back.extras["object_id"].long()
+        assert torch.equal(back.extras["class_id"], scene.extras["class_id"][order])
+    stdout = capsys.readouterr().out
+    assert (
+        f"wrote object_id, class_id, selected to {tmp_path / 'out.splat.semantics.json'}" in stdout
+    )
+    record = json.loads((tmp_path / "out.compressed.ply.semantics.json").read_text())
+    assert record["source"] == str(source) and record["count"] == 400
+
+
+def test_splat_transform_reads_our_ply_with_semantic_properties(splat_transform, tmp_path):
+    """splat-transform takes the extra vertex properties without error and carries them: the same
+    count, the Gaussian columns unchanged, and our fields' values (it widens every extra integer
+    column to `uint`: -1 comes back as 2^32 - 1, the same 32 bits)."""
+    scene = labelled(random_scene(300))
+    scene.extras.pop("hidden_opacity")
+    ours = write_ply(scene, tmp_path / "ours.ply")
+    theirs = convert(splat_transform, ours, tmp_path / "theirs.ply")
+    vertex = PlyData.read(str(theirs))["vertex"].data
+    assert len(vertex) == 300
+    same = column_losses(scene, read_ply_columns(theirs))
+    # measured: every column bit-equal; rotations 1.2e-5 deg (normalising again in float32)
+    assert same.pop("rotations_deg") < 1e-4 and max(same.values()) == 0, same
+    for name, value in scene.extras.items():
+        assert vertex.dtype[name] == np.dtype("<u4"), name  # int32 and uint8 alike, in 3.7.0
+        back = np.asarray(vertex[name]).view(np.int32)
+        np.testing.assert_array_equal(back, value.to(torch.int32).numpy(), err_msg=name)
+
+
+def test_a_sog_from_splat_transform_takes_a_sidecar(splat_transform, tmp_path):
+    """SOG is read only here: a .sog another tool wrote is labelled with `write_semantics` (fields
+    in the file's order) and `load_scene` reads them back; a wrong count is refused."""
+    scene = labelled(random_scene(300, sh_degree=0))  # no SH palette to cluster: 2 s
+    ply = write_ply(scene, tmp_path / "scene.ply")
+    sog = convert(splat_transform, ply, tmp_path / "scene.sog", "-g", "cpu", "-i", "1")
+    plain = read_sog(sog)
+    assert plain.extras == {}
+    _, index = KDTree(scene.means.numpy()).query(plain.means.numpy())
+    assert len(set(index.tolist())) == 300  # one Gaussian each
+    write_semantics(sog, scene.subset(torch.from_numpy(index)), source=ply)
+    back = load_scene(sog).gaussians
+    assert torch.equal(back.extras["object_id"], torch.from_numpy(index).to(torch.int32))
+    assert torch.equal(back.extras["class_id"], scene.extras["class_id"][index])
+    write_semantics(sog, scene.subset(torch.arange(299)))
+    with pytest.raises(SceneError, match="describes 299 Gaussians but"):
+        read_sog(sog)

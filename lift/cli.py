@@ -12,7 +12,7 @@ from omnivision.scenes.errors import SceneError
 from omnivision.twod.dino import Precision
 
 from .codebook import MAX_ENTRIES, CodebookConfig, FitResult, fit_codebook
-from .pipeline import LiftConfig, LiftResult, finish, lift_scene, select_views
+from .pipeline import LiftConfig, LiftResult, finish, lift_scene, segment_classes, select_views
 from .store import (
     codebook_record,
     feature_name,
@@ -36,13 +36,21 @@ class LiftCommand:
     """Scene folder (or file) as `omnivision render` takes it."""
     features: str = "colour"
     """colour (weight-free demo backend), rgb, dinov3-vitb16, dinov2-small, a hub id or folder,
-    clip-pyramid (LERF-style multi-scale CLIP crops), clip-masks (LangSplat-style, SAM 2 masks), or masks:DIR."""
+    clip-pyramid (LERF-style multi-scale CLIP crops), clip-masks (LangSplat-style, SAM 2 masks),
+    masks:DIR, segment:CLASSES (class probabilities of omnivision segment; CLASSES "mug,box,..."
+    or @FILE; dense CLIP of --clip, or --bridge) or segment-labels:DIR (class-id PNGs per view and
+    DIR/classes.txt, as omnivision segment writes them)."""
     clip: str = "ViT-B-16"
     """OpenCLIP model or local folder for clip-pyramid / clip-masks."""
     clip_pretrained: str | None = "laion2b_s34b_b88k"
     sam: str = "facebook/sam2.1-hiera-tiny"
     """SAM 2 hub id or local .pt (with --sam-config) for clip-masks."""
     sam_config: str | None = None
+    bridge: Path | None = None
+    """segment:CLASSES: a text bridge (omnivision train-bridge) taking the class names into its
+    backbone's patch space (default: dense CLIP features of --clip)."""
+    segment_temperature: float = 0.01
+    """segment:CLASSES: per-pixel probabilities softmax(scores / T) (CLIP's logit scale: 0.01)."""
     source: Literal["auto", "images", "render"] = "auto"
     """auto: the scene's photos when present, else renders of the views."""
     views: tuple[int, ...] | None = None
@@ -113,7 +121,23 @@ examples:
   omnivision-lift merge big/ --features dinov2-small
   omnivision-lift garden/ --features clip-pyramid --codebook 1024   # 2.125 bytes a Gaussian + the codebook
   omnivision-lift big/ --features dinov2-small --ray --address 10.0.0.5:6379   # shards on a Ray cluster
+  omnivision-lift room/ --features "segment:chair,table,floor,wall" --diffuse   # per-Gaussian classes
+  omnivision segment --image demo/images --classes-file names.txt --bridge bridge/ --out seg/ &&
+    omnivision-lift demo/ --features segment-labels:seg/   # lift 2D segmentations made beforehand
 """
+
+
+def _segment_request(cmd: LiftCommand, classes: tuple[str, ...]) -> dict:
+    """The request keys of segment features: the class names (channel order) and, for a
+    model's segmentation, its text side and temperature."""
+    request: dict = {"classes": list(classes)}
+    if cmd.features.startswith("segment:"):
+        if cmd.bridge is not None:
+            request["bridge"] = str(cmd.bridge)
+        else:
+            request.update(clip=cmd.clip, clip_pretrained=cmd.clip_pretrained)
+        request["segment_temperature"] = cmd.segment_temperature
+    return request
 
 
 def _parse_shard(text: str | None) -> tuple[int, int] | None:
@@ -205,6 +229,17 @@ def lift_main(argv: list[str], prog: str) -> int:
 
     cmd: LiftCommand = tyro.cli(LiftCommand, args=argv, prog=prog, description=DESCRIPTION)
     shard = _parse_shard(cmd.shard)
+    classes = segment_classes(cmd.features)  # a bad class list is exit 2 before anything loads
+    if classes is not None and cmd.pca is not None:
+        raise SceneError(
+            cmd.scene, f"--pca {cmd.pca}: segment features are class probabilities; drop --pca"
+        )
+    if classes is not None and not cmd.segment_temperature > 0:
+        raise SceneError(
+            cmd.scene, f"--segment-temperature {cmd.segment_temperature:g}: want T > 0"
+        )
+    if classes is None and cmd.bridge is not None:
+        raise SceneError(cmd.bridge, "--bridge goes with --features segment:CLASSES")
     _check_codebook(cmd.codebook, cmd.scene)
     if shard is not None and cmd.codebook is not None:
         raise SceneError(
@@ -252,6 +287,8 @@ def lift_main(argv: list[str], prog: str) -> int:
         clip_pretrained=cmd.clip_pretrained,
         sam=cmd.sam,
         sam_config=cmd.sam_config,
+        bridge=cmd.bridge,
+        segment_temperature=cmd.segment_temperature,
         cache_dir=out / "cache",
         device=cmd.device,
     )
@@ -279,6 +316,7 @@ def lift_main(argv: list[str], prog: str) -> int:
             else {}
         ),
         **({"sam": cmd.sam} if cmd.features == "clip-masks" else {}),
+        **(_segment_request(cmd, classes) if classes is not None else {}),
         **_codebook_request(cmd.codebook, cmd.codebook_weighted),
     }
     name = feature_name(cmd.features)
@@ -309,6 +347,8 @@ def lift_main(argv: list[str], prog: str) -> int:
     _write(out, name, result, request, cmd.codebook, cmd.codebook_weighted, cmd.fp16, cmd.device)
     for note in result.notes:
         print(f"  {note}")
+    if result.classes is not None:
+        print(f"  classes (channel order): {', '.join(result.classes)}")
     return 0
 
 
@@ -404,6 +444,7 @@ def _entry(result: LiftResult, request: dict, fp16: bool, codebook: dict | None 
         "form": "full" if codebook is None else "codebook",
         "bytes_per_gaussian": full_bytes if codebook is None else codebook["bytes_per_gaussian"],
         **({} if codebook is None else {"codebook": codebook}),
+        **({"classes": request["classes"]} if "classes" in request else {}),
     }
 
 

@@ -43,7 +43,11 @@ class LiftConfig:
     features: str = "colour"
     """colour (weight-free), rgb, dinov3-vitb16 / dinov2-small / a hub id or folder, clip-pyramid
     (LERF-style crops), clip-masks (LangSplat-style SAM 2 masks), clip-masks:DIR (LangSplat-style,
-    masks from label PNGs: pixel = region id, 0 = none), masks:DIR (label PNGs)."""
+    masks from label PNGs: pixel = region id, 0 = none), masks:DIR (label PNGs),
+    segment:CLASSES (per-pixel class probabilities of `twod.segment`, CLASSES a comma list or
+    @FILE; CLIP dense features, or DINO/colour patches through `bridge`), segment-labels:DIR
+    (per-view class-id PNGs + DIR/classes.txt, as `omnivision segment` writes them, one-hot;
+    ids past the class list, e.g. 255, are no class)."""
     source: Literal["auto", "images", "render"] = "auto"
     """auto: the scene's photos when it has them, else renders of the views."""
     views: tuple[int, ...] | None = None
@@ -68,6 +72,12 @@ class LiftConfig:
     sam: str = "facebook/sam2.1-hiera-tiny"
     """SAM 2 (hub id or local .pt with sam_config) for clip-masks."""
     sam_config: str | None = None
+    bridge: Path | None = None
+    """Text bridge folder for segment:CLASSES: class names into the space of the bridge's
+    backbone (DINO or colour patches); default: dense CLIP features of `clip`."""
+    segment_temperature: float = 0.01
+    """segment:CLASSES: probabilities = softmax(scores / T) over the classes per pixel (CLIP's
+    logit scale 100 is T = 0.01)."""
     cache_dir: Path | None = None
     """Where dense CLIP features are cached per image (default: no cache)."""
     aggregation: AggregationPath = "auto"
@@ -93,6 +103,8 @@ class LiftResult:
     pca: PCA | None = None
     filled: int = 0
     notes: list[str] = field(default_factory=list)
+    classes: tuple[str, ...] | None = None
+    """Class names of segment features (channel k = the probability of class k), else None."""
 
     @property
     def coverage(self) -> float:
@@ -152,6 +164,8 @@ def make_feature_fn(
                 langsplat_features(clip, image, sam=sam, cache_dir=cache).maps
             )
         ), name
+    if name.startswith(("segment:", "segment-labels:")):
+        return _segment_fn(name, cameras, device, config), feature_name(name)
     if name == "rgb":
         return (lambda image, _: image), "rgb"
     if name.startswith("masks:"):
@@ -169,6 +183,68 @@ def make_feature_fn(
         return extractor.extract([image]).normalized()[0]
 
     return fn, feature_name(name)
+
+
+def segment_classes(features: str) -> tuple[str, ...] | None:
+    """The class list of a segment feature spec: `segment:a,b,c`, `segment:@FILE` (one name a
+    line, or `id: name` lines), `segment-labels:DIR` (DIR/classes.txt); None for other
+    features. An empty list, an empty or repeated name, a missing file: TwoDError (exit 2)."""
+    from omnivision.twod.errors import TwoDError
+    from omnivision.twod.segdata import read_class_list
+    from omnivision.twod.segment import check_classes
+
+    kind, sep, rest = features.partition(":")
+    if not sep or kind not in ("segment", "segment-labels"):
+        return None
+    if kind == "segment-labels":
+        folder = Path(rest)
+        if not folder.is_dir():
+            raise TwoDError(f"--features {features}: {folder} is not a folder of label PNGs")
+        listing = folder / "classes.txt"
+        if not listing.is_file():
+            raise TwoDError(
+                f"{listing}: missing (the class names, one a line, as omnivision segment writes)"
+            )
+        return check_classes(read_class_list(listing), str(listing))
+    if rest.startswith("@"):
+        return check_classes(read_class_list(rest[1:]), rest[1:])
+    return check_classes(rest.split(","), f"--features {features}")
+
+
+def _segment_fn(name: str, cameras: Cameras, device: str, config: LiftConfig) -> FeatureFn:
+    """Per-view class probabilities (h, w, K): one-hot of given label PNGs (segment-labels:DIR),
+    or softmax(scores / T) of `twod.segment` (local-global scores, guided upsampling; no SAM 2
+    regions) with the class texts of CLIP or of `config.bridge`."""
+    classes = segment_classes(name)
+    assert classes is not None
+    num = len(classes)
+    if name.startswith("segment-labels:"):
+        label_maps = _label_maps(Path(name.removeprefix("segment-labels:")), cameras)
+
+        def one_hot(_: Tensor, view: int) -> Tensor:
+            labels = label_maps[view].clamp(0, num)  # ids past the list (255): no class
+            return F.one_hot(labels, num + 1)[..., :num].float()
+
+        return one_hot
+    from omnivision.twod.cli_segment import SegmentCommand, _load_scorer
+    from omnivision.twod.segment import SegmentConfig, local_global_scores, pixel_scores
+
+    request = SegmentCommand(
+        image=Path("."), out=Path("."), bridge=config.bridge,
+        clip=None if config.bridge is not None else config.clip,
+        pretrained=config.clip_pretrained,
+    )  # fmt: skip
+    scorer = _load_scorer(request, classes, device)
+    segment_config = SegmentConfig()
+    temperature = config.segment_temperature
+
+    def probabilities(image: Tensor, _: int) -> Tensor:
+        with torch.no_grad():
+            coarse, _views = local_global_scores(image, scorer, segment_config)
+            scores = pixel_scores(coarse.cpu(), image.cpu(), segment_config)
+        return torch.softmax(scores / temperature, dim=0).permute(1, 2, 0).contiguous()
+
+    return probabilities
 
 
 def _label_maps(folder: Path, cameras: Cameras) -> dict[int, Tensor]:
@@ -231,6 +307,11 @@ def lift_scene(
             "refinement needs every view's feature map: it cannot run on a shard (lift without "
             "shard to refine)"
         )
+    classes = segment_classes(config.features)
+    if classes is not None and config.pca:
+        raise ValueError(
+            "segment features are class probabilities: they are not PCA-projected (drop pca)"
+        )
     start = time.perf_counter()
     device = config.device or ("cuda" if torch.cuda.is_available() else "cpu")
     cameras = scene.cameras_or_orbit()
@@ -278,6 +359,7 @@ def lift_scene(
     if sums is None:
         raise ValueError("no views to lift")
     result = finish(sums, views, name, pca, gaussians.means, config, time.perf_counter() - start)
+    result.classes = classes
     if config.refine:
         from .refine import refine_features
 

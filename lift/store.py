@@ -37,9 +37,11 @@ CODEBOOK_BYTES_PER_GAUSSIAN = 2.125
 def feature_name(features: str) -> str:
     """The name a `--features` choice is stored under (features_<name>.safetensors, manifest
     key): label-map sources drop their folder (`masks:DIR` -> masks, `clip-masks:DIR` ->
-    clip-masks); hub ids and paths become one file name (`/` and `:` -> `_`)."""
+    clip-masks, `segment-labels:DIR` -> segment-labels) and `segment:CLASSES` its classes
+    (-> segment; the manifest keeps them); hub ids and paths become one file name (`/` and `:`
+    -> `_`)."""
     kind, sep, _ = features.partition(":")
-    if sep and kind in ("masks", "clip-masks"):
+    if sep and kind in ("masks", "clip-masks", "segment", "segment-labels"):
         return kind
     return features.replace("/", "_").replace(":", "_")
 

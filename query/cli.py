@@ -7,7 +7,7 @@ from __future__ import annotations
 import re
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
@@ -46,6 +46,10 @@ class QueryCommand:
     """VIEW:X,Y points SAM 2 should leave out (with --sam)."""
     mask: str | None = None
     """VIEW:MASK.png: a 2D mask (non-zero = in) on the rendered view, lifted like a SAM 2 mask."""
+    classes: tuple[str, ...] | None = None
+    """NAME[,NAME...] on lifted segment features (omnivision-lift --features segment:...): the
+    Gaussians whose most probable class is one of them ("mug,box"); --classes alone: every
+    class. --then paint colours them by class; an exported scene carries class_id."""
     ref: Path | None = None
     """PHOTO of the object, taken anywhere (mark it with --ref-box or --ref-click): localized by
     example in every view (the scene's photos, else renders) with --backbone, masks lifted."""
@@ -93,11 +97,18 @@ class QueryCommand:
     smoothness term first (GaussianCut; robust to noisy scores); component: the plain
     threshold's connected piece (cheaper)."""
     then: str | None = None
-    """Edit the selection: delete | extract | hide | isolate | recolor=#RRGGBB."""
+    """Edit the selection: delete | extract | hide | isolate | recolor=#RRGGBB | paint (with
+    --classes: each Gaussian in its class colour)."""
     out: Path | None = None
     """Where the edited scene goes (.ply or .splat; default SCENE_DIR/omnivision/edited.ply)."""
     preview: tuple[int, Path] | None = None
     """VIEW OUT.png for the preview (default: the query's view, SCENE_DIR/omnivision/query_preview.png)."""
+    export_mesh: Path | None = None
+    """OUT.glb | OUT.obj | OUT.ply: the selected Gaussians' centres as a point cloud coloured by
+    their SH DC colour, and (.glb, .obj) their oriented box, for Blender or a robotics stack."""
+    summary: Path | None = None
+    """The JSON summary (default SCENE_DIR/omnivision/query.json): the query, the count, what was
+    written, and the selection's centroid, axis-aligned and oriented boxes, in scene units."""
     device: str | None = None
     """cpu or cuda (default: cuda when present): the scene, its features and the models go there."""
 
@@ -110,14 +121,17 @@ examples:
   omnivision-lift scene/ --features clip-pyramid && omnivision query scene/ --text "red mug" --then recolor=#00ff00
   omnivision query demo_out/scene --exemplar 0:233,142 --then delete --out no_mug.ply
   omnivision query demo_out/scene --click 0:233,142 --then extract --out mug.ply
+  omnivision query demo_out/scene --click 0:233,142 --export-mesh mug.glb --summary mug.json
   omnivision query demo_out/scene --click 0:154,148 --instance graphcut --then extract --out can.ply
   omnivision query scene/ --sam 3:200,140 3:210,180 --sam-negative 3:20,20 --then hide
   omnivision query demo_out/scene --mask 0:mug_mask.png --preview 4 mug.png
-  omnivision query demo_out/scene --ref mug_photo.jpg --ref-box 40,30,120,110 --then extract --out mug.ply"""
+  omnivision query demo_out/scene --ref mug_photo.jpg --ref-box 40,30,120,110 --then extract --out mug.ply
+  omnivision-lift scene/ --features "segment:mug,box,table" --diffuse && omnivision query scene/ --classes mug --then extract --out mug.ply
+  omnivision query scene/ --classes --then paint --out classes.ply   # every class in its colour; plys carry class_id"""
 
 
 POINT = re.compile(r"^\s*(\d+)\s*:\s*(-?[\d.]+)\s*,\s*(-?[\d.]+)\s*$")
-EDITS = ("delete", "extract", "hide", "isolate", "recolor")
+EDITS = ("delete", "extract", "hide", "isolate", "recolor", "paint")
 
 
 def parse_point(text: str, flag: str, num_views: int) -> tuple[int, tuple[float, float]]:
@@ -316,26 +330,30 @@ def query_main(argv: list[str], prog: str) -> int:
     from .queries import click_scores, exemplar_scores, relevancy_threshold
 
     cmd: QueryCommand = tyro.cli(QueryCommand, args=argv, prog=prog, description=DESCRIPTION)
-    queries = ("text", "exemplar", "click", "sam", "mask", "ref")
+    queries = ("text", "exemplar", "click", "sam", "mask", "ref", "classes")
     kinds = [k for k in queries if getattr(cmd, k) is not None]
     if len(kinds) != 1:
         raise QueryError(
-            "give exactly one query: --text, --exemplar, --click, --sam, --mask or --ref"
+            "give exactly one query: --text, --exemplar, --click, --sam, --mask, --ref or --classes"
             + (f" (got --{' --'.join(kinds)})" if kinds else "")
         )
     if cmd.text is not None and not cmd.text.strip():
         raise QueryError("--text is empty: give a phrase, e.g. --text 'red mug'")
-    if cmd.instance is not None and kinds[0] in ("text", "mask", "ref"):
+    if cmd.instance is not None and kinds[0] in ("text", "mask", "ref", "classes"):
         raise QueryError(
             f"--instance needs a seed, the Gaussian under a clicked point: --{kinds[0]} has "
             "none; use --click, --exemplar or --sam"
         )
+    from .cli_geometry import check_mesh_path, selection_report, write_summary
     from .cli_reference import read_reference, reference_scores
 
     photo = read_reference(cmd)  # the photo and its box, checked before the scene loads
     edit = parse_edit(cmd.then) if cmd.then else None
+    if edit is not None and edit[0] == "paint" and cmd.classes is None:
+        raise QueryError("--then paint colours Gaussians by class: use it with --classes")
     if cmd.out is not None and cmd.out.suffix.lower() not in (".ply", ".splat"):
         raise QueryError(f"--out {cmd.out}: the suffix must be .ply or .splat")
+    check_mesh_path(cmd.export_mesh)
     device = cmd.device or ("cuda" if torch.cuda.is_available() else "cpu")
     start = time.perf_counter()
     loaded = load_scene(cmd.scene, orbit_views=24)
@@ -349,7 +367,14 @@ def query_main(argv: list[str], prog: str) -> int:
     if cmd.diffuse > 0 and kind not in ("sam", "mask", "ref"):
         raise QueryError("--diffuse spreads lifted 2D masks: use it with --sam, --mask or --ref")
     # a click, and a diffused mask, use features when there are any
-    if kind in ("text", "exemplar", "click") or cmd.diffuse > 0:
+    if kind == "classes":  # the segment features, checked before any scoring
+        from .classes import default_class_features
+
+        feature_name = cmd.features or default_class_features(out_dir)
+        if feature_name is None:
+            raise SceneError(out_dir, "no segment features here: omnivision-lift SCENE_DIR "
+                             "--features segment:CLASSES first")  # fmt: skip
+    elif kind in ("text", "exemplar", "click") or cmd.diffuse > 0:
         feature_name = cmd.features or default_features(out_dir, prefer_clip=kind == "text")
         if feature_name is None and kind in ("text", "exemplar"):
             raise SceneError(
@@ -369,6 +394,7 @@ def query_main(argv: list[str], prog: str) -> int:
     lifted_features = lifted.features.to(device) if lifted is not None and kind != "text" else None
 
     view, threshold, seed = 0, cmd.threshold, -1
+    classes_result = None
     if kind == "text":
         assert lifted is not None and feature_name is not None
         scores = text_scores(cmd, lifted, feature_name, device)
@@ -390,6 +416,13 @@ def query_main(argv: list[str], prog: str) -> int:
             raise QueryError(f"--click {cmd.click}: no Gaussian covers that pixel")
         print(f"picked Gaussian {picked}")
         seed = picked
+    elif kind == "classes":
+        assert lifted is not None and feature_name is not None
+        from .classes import classes_query
+
+        classes_result = classes_query(cmd.classes or (), lifted, feature_name)
+        scores = classes_result.selection.scores
+        loaded.gaussians = classes_result.labelled(loaded.gaussians)  # exports carry class_id
     elif photo is not None:
         view, scores = reference_scores(cmd, photo, scene, cameras, device, lifted_features)
         threshold = 0.5 if threshold is None else threshold
@@ -400,6 +433,8 @@ def query_main(argv: list[str], prog: str) -> int:
             seed_view, xy = parse_point(cmd.sam[0], "--sam", len(cameras))
             seed = _seed_under(scene, cameras, seed_view, xy, f"--sam {cmd.sam[0]}")
     selection = Selection.from_scores(scores.cpu(), threshold)
+    if classes_result is not None:  # the argmax decides, not a cut of the scores
+        selection = classes_result.selection
     alike = ""
     if cmd.instance is not None:
         from omnivision.lift.diffusion import knn_graph
@@ -416,11 +451,18 @@ def query_main(argv: list[str], prog: str) -> int:
     share = 100 * count / max(len(scene), 1)
     via = f" ({feature_name} features)" if feature_name else ""
     print(f"selected {count} of {len(scene)} Gaussians ({share:.1f}%) by --{kind}{via}{alike}")
+    # exports carry the selection as a uint8 `selected` field, beside object and class ids
+    selected = {"selected": selection.mask.cpu().to(torch.uint8)}
+    loaded.gaussians = replace(loaded.gaussians, extras={**loaded.gaussians.extras, **selected})
+    geometry = selection_report(loaded.gaussians, selection, cmd.export_mesh)
 
     after = None
     if edit is not None:
         name, colour = edit
-        if name == "recolor":
+        if name == "paint":
+            assert classes_result is not None  # checked with the arguments
+            after = classes_result.painted(loaded.gaussians)
+        elif name == "recolor":
             after = edits.recolor(loaded.gaussians, selection, colour)  # type: ignore[arg-type]
         else:
             after = getattr(edits, name)(loaded.gaussians, selection)
@@ -439,6 +481,19 @@ def query_main(argv: list[str], prog: str) -> int:
     print(
         f"preview: {preview_path} (view {preview_view}: {columns}); {time.perf_counter() - start:.1f} s"
     )
+    value = getattr(cmd, kind)
+    summary = {
+        "scene": str(loaded.gaussians_file),
+        "query": {kind: list(value) if isinstance(value, tuple) else str(value)},
+        "features": feature_name,
+        "selected": count,
+        "gaussians": len(scene),
+        "geometry": geometry,
+        "edited": None if after is None else str(cmd.out or out_dir / "edited.ply"),
+        "mesh": None if cmd.export_mesh is None else str(cmd.export_mesh),
+        "preview": str(preview_path),
+    }
+    print(f"summary: {write_summary(cmd.summary or out_dir / 'query.json', summary)}")
     return 0
 
 

@@ -415,6 +415,24 @@ def pixel_labels(
     return labels
 
 
+def pixel_scores(
+    coarse: Float[Tensor, "K h w"],
+    image: Float[Tensor, "H W 3"],
+    config: SegmentConfig,
+    owner: Int[Tensor, "H W"] | None = None,
+) -> Float[Tensor, "K H W"]:
+    """The per-pixel scores whose argmax `pixel_labels` takes (upsampled, guided or bilinear,
+    and region-averaged), all classes at once: K * H * W floats. For callers that need the
+    scores themselves (lifting class probabilities to 3D)."""
+    H, W = image.shape[:2]
+    guide = None
+    if config.guided:
+        grid = (coarse.shape[1], coarse.shape[2])
+        guide = guided_weights(grid, image, config.sigma_spatial, config.sigma_range)
+    scores = upsample_scores(coarse, (H, W), guide)
+    return region_average(scores, owner) if owner is not None else scores
+
+
 def segment_image(
     image: Float[Tensor, "H W 3"],
     score_view: ViewScorer,

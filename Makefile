@@ -42,9 +42,16 @@ browser:
 	  echo "chromium not installed: the browser test will skip"
 
 # Two pytest-xdist workers, one torch thread each (tests/conftest.py); the tests that share the
-# trained synthetic benchmark stay together in one worker (--dist loadgroup).
-test: lint browser
-	HF_HUB_OFFLINE=1 $(BIN)/pytest -n 2 --dist loadgroup
+# trained synthetic benchmark stay together in one worker (--dist loadgroup). Lint (one core,
+# mostly pyright) runs beside them and prints its report after the tests; either failing fails
+# the target.
+test: $(STAMP) browser
+	@echo "lint (ruff, ruff format, pyright) runs beside pytest; its report follows the tests"
+	@$(MAKE) --no-print-directory lint > $(VENV)/lint.log 2>&1 & lint=$$!; \
+	HF_HUB_OFFLINE=1 $(BIN)/pytest -n 2 --dist loadgroup; tests=$$?; \
+	wait $$lint; linted=$$?; echo "---- lint ----"; cat $(VENV)/lint.log; \
+	[ $$linted -eq 0 ] || echo "lint FAILED (report above)"; \
+	[ $$tests -eq 0 ] && [ $$linted -eq 0 ]
 
 bench: $(STAMP)
 	$(BIN)/python bench/render.py

@@ -288,9 +288,9 @@ def test_viewer_pick_scope_instance_selects_the_can_alone(lifted):
     assert state.count > 10_000  # semantic (the default): the can and the wooden table
     app = ViewerApp(state, port=0)
     try:
-        app.pick_scope.value = "instance"  # the dropdown's callback, as a browser change runs it
-        assert state.pick_scope == "instance" and "instance" in app.status.content
-        app.click_mode.value = "3D pick"
+        app.set_pick_scope("instance")  # what the Pick scope dropdown of a browser's panel runs
+        assert state.local.pick_scope == "instance" and "instance" in app.status()
+        app.set_click_mode("pick")
         assert app.click(
             scene.cameras[0], (0.0, 0.0), tuple(origin.tolist()), tuple(direction.tolist())
         )

@@ -230,14 +230,13 @@ def test_viewer_app_upload_and_find_buttons(scene_dir, photos):
     app = ViewerApp(ViewerState(load_scene(scene_dir)), port=0)
     try:
         assert not app.upload_reference("notes.txt", b"not a picture")
-        assert "notes.txt: not an image" in app.status.content
+        assert "notes.txt: not an image" in app.status()
         path, _, box = photos[1]
         assert app.upload_reference(path.name, path.read_bytes())
-        assert "Find in scene" in app.status.content
-        app.reference_box.value = box_text(box)
-        app.buttons["find"].value = True  # runs the button's callback, as a browser click does
+        assert "Find in scene" in app.status()
+        assert app.find_reference(box_text(box))  # what a browser's Find in scene button runs
         assert app.state.count > 0 and app.state.result_kind == "reference object1.png"
-        assert "reference photo:" in app.status.content
+        assert "reference photo:" in app.status()
         assert f"{app.state.count:,} of" in app.count_md.content
     finally:
         app.stop()

@@ -1,6 +1,8 @@
 """The viewer in a real browser: headless Debian Chromium (software WebGL) driven by playwright
 on the demo scene. Type a phrase and press Search, see the mug turn magenta on the canvas and
-the server select it; delete it and undo through the GUI; pick it with a real mouse click.
+the server select it; delete it and undo through the GUI; pick it with a real mouse click,
+shift-drag a rectangle, press the keyboard shortcuts (Delete, Ctrl+Z, I, Esc), subtract with
+Alt+click and add with Shift+click.
 
 Needs /usr/bin/chromium (`apt-get install chromium`) and the python playwright package; never
 downloads a browser. Takes about half a minute on quiet cores."""
@@ -21,6 +23,7 @@ import torch
 from test_viewer import DIM, MUG, planted_text_fn
 
 from omnivision.scenes.load import load_scene
+from omnivision.viewer.panels import STATUS_HEIGHT, STATUS_WIDTH
 
 pytestmark = [pytest.mark.browser, pytest.mark.usefixtures("one_thread")]
 
@@ -91,13 +94,14 @@ def region_change(
     a: np.ndarray, b: np.ndarray, box: tuple[int, int, int, int]
 ) -> tuple[float, float]:
     """Mean absolute pixel difference inside `box` (x0, y0, x1, y1) and outside it, left of
-    the GUI panel."""
+    the GUI panel and the status window."""
     diff = np.abs(a - b).mean(-1)
     inside = np.zeros(diff.shape, bool)
     x0, y0, x1, y1 = box
     inside[y0:y1, x0:x1] = True
     outside = ~inside
     outside[:, diff.shape[1] - PANEL :] = False
+    outside[diff.shape[0] - STATUS_HEIGHT - 10 :, : STATUS_WIDTH + 10] = False
     return float(diff[inside].mean()), float(diff[outside].mean())
 
 
@@ -188,6 +192,7 @@ def test_phrase_search_delete_undo_and_pick_in_chromium(viewer):
             x1, y1 = (uv.max(0) * scale).astype(int) + 1
             box = (int(x0), int(y0), int(x1), int(y1))
             assert 0 <= x0 < x1 <= before.shape[1] - PANEL and 0 <= y0 < y1 <= before.shape[0], box
+            assert y1 <= before.shape[0] - STATUS_HEIGHT - 10, box  # clear of the status window
 
             # Type a phrase, press Search: the server selects the mug, the canvas turns it magenta.
             row = '//label[text()="{}"]/ancestor::div[contains(@class,"mantine-Flex-root")][1]'
@@ -229,7 +234,8 @@ def test_phrase_search_delete_undo_and_pick_in_chromium(viewer):
             # 3D pick with a real mouse click on the mug: the browser's ray picks a mug Gaussian.
             page.get_by_role("combobox", name="Click mode").click()
             page.get_by_role("option", name="3D pick").click()
-            wait_for(lambda: app.state.click_mode == "pick", 10, "the click mode")
+            panel = app.panel(client)  # the click mode is this browser's own
+            wait_for(lambda: panel.session.click_mode == "pick", 10, "the click mode")
             centre_uv = np.median(uv, axis=0) * scale
             canvas = page.locator("canvas").first.bounding_box()
             assert canvas is not None
@@ -237,7 +243,7 @@ def test_phrase_search_delete_undo_and_pick_in_chromium(viewer):
                 page.mouse.click(canvas["x"] + centre_uv[0], canvas["y"] + centre_uv[1])
                 if wait_for(lambda: app.state.picked >= 0, 3, "", raise_=False):
                     break
-            print(f"pick: {app.status.content}")
+            print(f"pick: {app.status(client)}")
             assert app.state.picked >= 0, "the click did not reach the server"
             assert int(ids[app.state.picked]) == MUG
             timings["pick"] = time.perf_counter() - start
@@ -260,10 +266,45 @@ def test_phrase_search_delete_undo_and_pick_in_chromium(viewer):
                 & (uv_all[:, 1] < y1 + margin)
             )
             selected = app.state.selection.mask.numpy()
-            print(f"rectangle: {app.status.content}")
+            print(f"rectangle: {app.status(client)}")
             assert not (selected & ~near_box).any()
             assert (selected & mug.numpy()).sum() >= 0.4 * mug.sum().item()  # the front of it
             timings["rectangle"] = time.perf_counter() - start
+
+            # Keys, pressed as a user does (viser commands): Delete, Ctrl+Z, I, Esc.
+            n, rectangle = len(ids), app.state.count
+            page.keyboard.press("Delete")
+            wait_for(lambda: len(app.state.current) == n - rectangle, 10, "Delete")
+            page.keyboard.press("Control+z")
+            wait_for(lambda: len(app.state.current) == n, 10, "Ctrl+Z")
+            page.keyboard.press("i")  # nothing selected after the undo: invert selects all
+            wait_for(lambda: app.state.count == n, 10, "I (invert)")
+            page.keyboard.press("Escape")
+            wait_for(lambda: app.state.count == 0, 10, "Esc (clear)")
+            # This browser's own lines are on its page: who shares the edits, and the status and
+            # the selection count in the status window, on top of the canvas (not scrolled away).
+            assert page.get_by_text("shared with anyone who connects").count() == 1
+            bottom = canvas["y"] + canvas["height"]
+            for line in (app.status(client), app.state.summary()):
+                boxes = [b for b in (s.bounding_box() for s in page.get_by_text(line).all()) if b]
+                assert any(bottom - STATUS_HEIGHT - 20 < b["y"] < bottom for b in boxes), boxes
+            timings["keys"] = time.perf_counter() - start
+
+            # Modifier keys while selecting: a pick on the mug, then Alt+click there subtracts it.
+            x, y = canvas["x"] + centre_uv[0], canvas["y"] + centre_uv[1]
+            page.mouse.click(x, y)
+            wait_for(lambda: app.state.count > 0, 10, "the pick (3D pick mode is still on)")
+            page.keyboard.down("Alt")
+            page.mouse.click(x, y)
+            page.keyboard.up("Alt")
+            wait_for(lambda: app.state.count == 0, 10, "Alt+click to subtract")
+            assert "(subtract)" in app.status(client)
+            page.keyboard.down("Shift")  # Shift+click adds (a Shift-drag would be a rectangle)
+            page.mouse.click(x, y)
+            page.keyboard.up("Shift")
+            wait_for(lambda: app.state.count > 0, 10, "Shift+click to add")
+            assert "(add)" in app.status(client)
+            timings["modifiers"] = time.perf_counter() - start
         finally:
             context.close()
     print(

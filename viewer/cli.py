@@ -28,11 +28,14 @@ class ViewConfig:
     """SAM 2 config (yaml) for a local --sam checkpoint."""
 
 
-DESCRIPTION = """Open a scene in the browser: query by phrase / example / click / rectangle / SAM
-prompt, select, hide / delete / recolor / isolate with undo, export .ply or .splat.
+DESCRIPTION = """Open a scene in the browser: query by phrase / example / click / rectangle / lasso /
+brush / box or sphere / SAM prompt / reference photo, select, hide / delete / recolor / isolate
+with undo, export .ply or .splat. Keys: Delete, Ctrl+Z, Ctrl+Shift+Z, H (hide), Esc (clear),
+I (invert); Shift-drag: rectangle; Shift-click / Alt-click: add / subtract.
 
-Edits are shared by every browser connected to the server; each keeps its own camera. Exports
-go to SCENE_DIR/omnivision/edited.ply|.splat and download in the browser.
+The scene, its edits (one undo history) and the selection are shared by every browser connected
+to the server; each browser has its own click mode, combine mode, prompts, status line and
+camera. Exports go to SCENE_DIR/omnivision/edited.ply|.splat and download in the browser.
 
 examples:
   omnivision demo-scene demo/ && omnivision-lift demo/ && omnivision view demo/

@@ -17,6 +17,7 @@ import tyro
 from omnivision.scenes.errors import SceneError
 from omnivision.twod.clip_dense import CANONICAL_NEGATIVES
 
+from .edits import EXPORT_SUFFIXES
 from .selection import Selection
 
 
@@ -100,7 +101,8 @@ class QueryCommand:
     """Edit the selection: delete | extract | hide | isolate | recolor=#RRGGBB | paint (with
     --classes: each Gaussian in its class colour)."""
     out: Path | None = None
-    """Where the edited scene goes (.ply or .splat; default SCENE_DIR/omnivision/edited.ply)."""
+    """Where the edited scene goes, by the end of its name: .ply, .splat, .spz, .compressed.ply,
+    .sog, .glb or .gltf (as omnivision export; default SCENE_DIR/omnivision/edited.ply)."""
     preview: tuple[int, Path] | None = None
     """VIEW OUT.png for the preview (default: the query's view, SCENE_DIR/omnivision/query_preview.png)."""
     export_mesh: Path | None = None
@@ -351,8 +353,8 @@ def query_main(argv: list[str], prog: str) -> int:
     edit = parse_edit(cmd.then) if cmd.then else None
     if edit is not None and edit[0] == "paint" and cmd.classes is None:
         raise QueryError("--then paint colours Gaussians by class: use it with --classes")
-    if cmd.out is not None and cmd.out.suffix.lower() not in (".ply", ".splat"):
-        raise QueryError(f"--out {cmd.out}: the suffix must be .ply or .splat")
+    if cmd.out is not None and not cmd.out.name.lower().endswith(EXPORT_SUFFIXES):
+        raise QueryError(f"--out {cmd.out}: the name must end in {', '.join(EXPORT_SUFFIXES)}")
     check_mesh_path(cmd.export_mesh)
     device = cmd.device or ("cuda" if torch.cuda.is_available() else "cpu")
     start = time.perf_counter()

@@ -22,7 +22,11 @@ import torch
 from torch import Tensor
 
 from omnivision.scenes.gaussians import GaussianScene, rgb_to_sh_dc, sh_dc_to_rgb
+from omnivision.scenes.io_compressed_ply import write_compressed_ply
+from omnivision.scenes.io_gltf import write_gltf
 from omnivision.scenes.io_ply import write_ply, write_splat
+from omnivision.scenes.io_sog import write_sog
+from omnivision.scenes.io_spz import write_spz
 
 from .selection import Selection
 
@@ -141,15 +145,31 @@ def duplicate_translate(
     return GaussianScene.concat([scene, _replace(copies, means=copies.means + shift)])
 
 
+EXPORT_SUFFIXES = (".ply", ".splat", ".spz", ".compressed.ply", ".sog", ".glb", ".gltf")
+"""What `export` writes, by the end of the file name (as `omnivision export`)."""
+
+
 def export(scene: GaussianScene, path: str | Path) -> Path:
-    """Write `.ply` (exact, with extras) or `.splat` (lossy, 32 bytes per Gaussian) by suffix."""
+    """Write the scene by the end of its name: `.ply` (exact, integer extras as properties),
+    `.glb`/`.gltf` (float32 glTF, extras as attributes), or lossy `.splat`, `.spz`,
+    `.compressed.ply`, `.sog` (integer extras in a sidecar beside the file)."""
     path = Path(path)
-    suffix = path.suffix.lower()
-    if suffix == ".ply":
-        return write_ply(scene, path)
-    if suffix == ".splat":
-        return write_splat(scene, path)
-    raise ValueError(f"cannot export to {path}: the suffix must be .ply or .splat")
+    name = path.name.lower()
+    suffix = ".compressed.ply" if name.endswith(".compressed.ply") else path.suffix.lower()
+    writers = {
+        ".ply": write_ply,
+        ".splat": write_splat,
+        ".spz": write_spz,
+        ".compressed.ply": write_compressed_ply,
+        ".sog": write_sog,
+        ".glb": write_gltf,
+        ".gltf": write_gltf,
+    }
+    if suffix not in writers:
+        raise ValueError(
+            f"cannot export to {path}: the name must end in {', '.join(EXPORT_SUFFIXES)}"
+        )
+    return writers[suffix](scene, path)
 
 
 class EditHistory:

@@ -245,24 +245,27 @@ def _optimal_segments(x: np.ndarray, w: np.ndarray, k: int, band: int = 96) -> n
 
 
 def _kmeans(
-    points: np.ndarray, k: int, iterations: int, seed: int = 0
+    points: np.ndarray, k: int, iterations: int, seed: int = 0, per_centroid: int = 32
 ) -> tuple[np.ndarray, np.ndarray]:
-    """Lloyd's k-means in torch (chunked distances): (centroids (k, D), labels (N,))."""
+    """Lloyd's k-means in torch (chunked distances): the centroids fitted on a random sample of
+    `per_centroid` points per centroid (every point when there are fewer; faiss samples so too),
+    then every point labelled once. (centroids (k, D), labels (N,))."""
     x = torch.from_numpy(points.astype(np.float32))
     g = torch.Generator().manual_seed(seed)
-    centroids = x[torch.randperm(len(x), generator=g)[:k]].clone()
-    labels = torch.zeros(len(x), dtype=torch.long)
-    for step in range(iterations + 1):
+    sample = x[torch.randperm(len(x), generator=g)[: k * per_centroid]]
+    centroids = sample[:k].clone()
+
+    def nearest(data: torch.Tensor) -> torch.Tensor:
         c2 = (centroids * centroids).sum(1)
-        for start in range(0, len(x), 65536):
-            chunk = x[start : start + 65536]
-            labels[start : start + 65536] = (c2 - 2 * chunk @ centroids.T).argmin(1)
-        if step == iterations:
-            break
-        sums = torch.zeros_like(centroids).index_add_(0, labels, x)
+        chunks = [data[i : i + 32768] for i in range(0, len(data), 32768)]
+        return torch.cat([(c2 - 2 * chunk @ centroids.T).argmin(1) for chunk in chunks])
+
+    for _ in range(iterations):
+        labels = nearest(sample)
+        sums = torch.zeros_like(centroids).index_add_(0, labels, sample)
         counts = torch.bincount(labels, minlength=len(centroids)).float()
         centroids = torch.where(counts[:, None] > 0, sums / counts.clamp(min=1)[:, None], centroids)
-    return centroids.numpy(), labels.numpy()
+    return centroids.numpy(), nearest(x).numpy()
 
 
 def _webp(texels: np.ndarray, width: int, height: int) -> bytes:
@@ -288,7 +291,8 @@ def write_sog(
     """Write a bundled `.sog` (a zip of meta.json and lossless WebP textures, version 2), atomically.
     Lossy: 16-bit log positions, 8-bit quaternions, 256-entry codebooks for log-scales and the DC
     term, 8-bit opacity, and the higher SH as a k-means palette (`palette` entries, by default
-    splat-transform's size, at most 4096 here to keep k-means on a CPU; `iterations` of Lloyd).
+    splat-transform's size, at most 4096 here to keep k-means on a CPU; `iterations` of Lloyd
+    on 32 sampled Gaussians per entry, then every Gaussian labelled).
     No maintained Python library writes SOG (gsply 0.4.6 reads it only), hence this writer;
     splat-transform reads what it writes (tests/test_formats_web.py). Integer per-Gaussian fields go
     to a sidecar beside it (scenes/semantics.py; `source`: the scene it came from)."""

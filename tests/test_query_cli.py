@@ -235,7 +235,7 @@ def test_sam_prompt_runs_with_a_tiny_sam2(scene_dir, tmp_path, capsys):
         (["--click", "0:1000,1"], "outside the 320x240 view"),
         (["--click", "0:10,10", "--then", "explode"], "want one of delete"),
         (["--click", "0:10,10", "--then", "recolor=green"], "#ff8800"),
-        (["--click", "0:10,10", "--out", "x.obj"], "must be .ply or .splat"),
+        (["--click", "0:10,10", "--out", "x.obj"], "the name must end in .ply, .splat, .spz"),
         (["--exemplar", "0:10,10", "--features", "nope"], "features_nope.safetensors: not found"),
         (["--text", "mug"], "not CLIP features"),
         (["--mask", "0:missing.png"], "missing.png: mask image not found"),

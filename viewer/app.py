@@ -652,15 +652,21 @@ class ViewerApp:
         return self.edit(action, client)
 
     def export(self, suffix: str = ".ply", client: Any = None) -> Path | None:
-        """Write SCENE/omnivision/edited.ply|.splat and send it to `client` as a download."""
+        """Write SCENE/omnivision/edited<suffix> (any of `EXPORT_SUFFIXES`) and send it to
+        `client` as a download, with its semantics sidecar when the format needs one."""
+        from omnivision.scenes.semantics import sidecar_paths
+
         written: list[Path] = []
 
         def action() -> str:
             path = self.state.export(self.state.scene.root / "omnivision" / f"edited{suffix}")
             written.append(path)
+            files = [path, *(p for p in sidecar_paths(path) if p.is_file())]
             if client is not None:
-                client.send_file_download(path.name, path.read_bytes(), save_immediately=True)
-            return f"wrote {path} ({len(self.state.current):,} Gaussians)"
+                for file in files:
+                    client.send_file_download(file.name, file.read_bytes(), save_immediately=True)
+            extra = f" + {len(files) - 1} sidecar files" if len(files) > 1 else ""
+            return f"wrote {path}{extra} ({len(self.state.current):,} Gaussians)"
 
         self._run("export", action, client, long=True)
         return written[0] if written else None

@@ -30,7 +30,7 @@ class ViewConfig:
 
 DESCRIPTION = """Open a scene in the browser: query by phrase / example / click / rectangle / lasso /
 brush / box or sphere / SAM prompt / reference photo, select, hide / delete / recolor / isolate
-with undo, export .ply or .splat. Keys: Delete, Ctrl+Z, Ctrl+Shift+Z, H (hide), Esc (clear),
+with undo, export (.ply, .splat, .spz, .compressed.ply, .sog, .glb). Keys: Delete, Ctrl+Z, Ctrl+Shift+Z, H (hide), Esc (clear),
 I (invert); Shift-drag: rectangle; Shift-click / Alt-click: add / subtract.
 
 The scene, its edits (one undo history) and the selection are shared by every browser connected

@@ -14,6 +14,8 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from omnivision.query.edits import EXPORT_SUFFIXES
+
 from .modes import (
     COLOUR_MODES,
     COMBINE_MODES,
@@ -174,7 +176,7 @@ def build_shared_gui(app: ViewerApp) -> None:
         gui.add_markdown(KEYS_HELP)
     with gui.add_folder("Export", order=ORDER["export"], expand_by_default=False):
         app.export_format = gui.add_dropdown(
-            "Format", options=(".ply", ".splat"), initial_value=".ply"
+            "Format", options=EXPORT_SUFFIXES, initial_value=".ply"
         )
         buttons["export"] = gui.add_button("Export")
     app.buttons = buttons

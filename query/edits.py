@@ -22,11 +22,7 @@ import torch
 from torch import Tensor
 
 from omnivision.scenes.gaussians import GaussianScene, rgb_to_sh_dc, sh_dc_to_rgb
-from omnivision.scenes.io_compressed_ply import write_compressed_ply
-from omnivision.scenes.io_gltf import write_gltf
-from omnivision.scenes.io_ply import write_ply, write_splat
-from omnivision.scenes.io_sog import write_sog
-from omnivision.scenes.io_spz import write_spz
+from omnivision.scenes.load import WRITE_SUFFIXES, write_gaussians, write_suffix
 
 from .selection import Selection
 
@@ -145,31 +141,19 @@ def duplicate_translate(
     return GaussianScene.concat([scene, _replace(copies, means=copies.means + shift)])
 
 
-EXPORT_SUFFIXES = (".ply", ".splat", ".spz", ".compressed.ply", ".sog", ".glb", ".gltf")
+EXPORT_SUFFIXES = WRITE_SUFFIXES
 """What `export` writes, by the end of the file name (as `omnivision export`)."""
 
 
 def export(scene: GaussianScene, path: str | Path) -> Path:
-    """Write the scene by the end of its name: `.ply` (exact, integer extras as properties),
-    `.glb`/`.gltf` (float32 glTF, extras as attributes), or lossy `.splat`, `.spz`,
-    `.compressed.ply`, `.sog` (integer extras in a sidecar beside the file)."""
-    path = Path(path)
-    name = path.name.lower()
-    suffix = ".compressed.ply" if name.endswith(".compressed.ply") else path.suffix.lower()
-    writers = {
-        ".ply": write_ply,
-        ".splat": write_splat,
-        ".spz": write_spz,
-        ".compressed.ply": write_compressed_ply,
-        ".sog": write_sog,
-        ".glb": write_gltf,
-        ".gltf": write_gltf,
-    }
-    if suffix not in writers:
+    """Write the scene by the end of its name (`scenes.load.write_gaussians`): `.ply` (exact,
+    integer extras as properties), `.glb`/`.gltf` (float32 glTF, extras as attributes), or lossy
+    `.splat`, `.spz`, `.compressed.ply`, `.sog` (integer extras in a sidecar beside the file)."""
+    if write_suffix(path) not in WRITE_SUFFIXES:
         raise ValueError(
             f"cannot export to {path}: the name must end in {', '.join(EXPORT_SUFFIXES)}"
         )
-    return writers[suffix](scene, path)
+    return write_gaussians(scene, path)
 
 
 class EditHistory:

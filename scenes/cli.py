@@ -10,7 +10,7 @@ import torch
 import tyro
 
 from .errors import SceneError
-from .load import load_scene
+from .load import SIDECAR_SUFFIXES, WRITE_SUFFIXES, load_scene, write_gaussians, write_suffix
 
 SceneArg = Annotated[Path, tyro.conf.Positional, tyro.conf.arg(metavar="SCENE")]
 
@@ -177,11 +177,6 @@ class ExportConfig:
 
 
 def export_main(argv: list[str], prog: str) -> int:
-    from .io_compressed_ply import write_compressed_ply
-    from .io_gltf import write_gltf
-    from .io_ply import write_ply, write_splat
-    from .io_sog import write_sog
-    from .io_spz import write_spz
     from .semantics import semantic_fields, sidecar_paths
 
     cfg: ExportConfig = _parse(
@@ -192,29 +187,13 @@ def export_main(argv: list[str], prog: str) -> int:
         "(.glb / .gltf with KHR_gaussian_splatting), chosen by the name of OUT.\n\n"
         "examples:\n  omnivision export demo/ demo.spz\n  omnivision export demo/ demo.glb",
     )
-    name = cfg.out.name.lower()
-    kind = ".compressed.ply" if name.endswith(".compressed.ply") else cfg.out.suffix.lower()
-    writers = {
-        ".ply": write_ply,
-        ".splat": write_splat,
-        ".spz": write_spz,
-        ".compressed.ply": write_compressed_ply,
-        ".sog": write_sog,
-        ".glb": write_gltf,
-        ".gltf": write_gltf,
-    }
-    if kind not in writers:
-        raise SceneError(
-            cfg.out, "output must end in .ply, .splat, .spz, .compressed.ply, .sog, .glb or .gltf"
-        )
+    kind = write_suffix(cfg.out)
+    if kind not in WRITE_SUFFIXES:
+        raise SceneError(cfg.out, f"output must end in {', '.join(WRITE_SUFFIXES)}")
     scene = load_scene(cfg.scene)
-    # integer extras (object ids, ...): .ply vertex properties, else a sidecar naming the source
-    if kind in (".splat", ".spz", ".compressed.ply", ".sog"):
-        writers[kind](scene.gaussians, cfg.out, source=scene.gaussians_file)
-    else:
-        writers[kind](scene.gaussians, cfg.out)
+    write_gaussians(scene.gaussians, cfg.out, source=scene.gaussians_file)
     print(f"wrote {len(scene.gaussians)} Gaussians to {cfg.out}")
     sidecar = sidecar_paths(cfg.out)[1]
-    if kind not in (".ply", ".glb", ".gltf") and sidecar.is_file():
+    if kind in SIDECAR_SUFFIXES and sidecar.is_file():
         print(f"wrote {', '.join(semantic_fields(scene.gaussians))} to {sidecar} (+ .safetensors)")
     return 0

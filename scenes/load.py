@@ -316,6 +316,48 @@ def read_objects(path: Path) -> dict[int, str]:
         raise SceneError(path, f"expected {{'objects': [{{'id', 'name'}}, ...]}} ({err})") from None
 
 
+WRITE_SUFFIXES = (".ply", ".splat", ".spz", ".compressed.ply", ".sog", ".glb", ".gltf")
+"""What `write_gaussians` writes, by the end of the file name."""
+SIDECAR_SUFFIXES = (".splat", ".spz", ".compressed.ply", ".sog")
+"""Formats without a slot for integer per-Gaussian fields: those go to a sidecar beside the file."""
+
+
+def write_suffix(path: str | Path) -> str:
+    """The format `write_gaussians` picks for `path` (".compressed.ply" counts as one suffix)."""
+    name = Path(path).name.lower()
+    return ".compressed.ply" if name.endswith(".compressed.ply") else Path(path).suffix.lower()
+
+
+def write_gaussians(
+    scene: GaussianScene, path: str | Path, source: str | Path | None = None
+) -> Path:
+    """Write Gaussians by the end of the name (`WRITE_SUFFIXES`), atomically: `.ply` (exact,
+    integer extras as vertex properties), `.glb`/`.gltf` (float32 glTF, extras as attributes),
+    or lossy `.splat`, `.spz`, `.compressed.ply`, `.sog` (integer extras in a sidecar beside the
+    file naming `source`, the scene they came from)."""
+    from .io_compressed_ply import write_compressed_ply
+    from .io_gltf import write_gltf
+    from .io_ply import write_splat
+    from .io_sog import write_sog
+    from .io_spz import write_spz
+
+    path = Path(path)
+    kind = write_suffix(path)
+    if kind == ".ply":
+        return write_ply(scene, path)
+    if kind in (".glb", ".gltf"):
+        return write_gltf(scene, path)
+    sidecar = {
+        ".splat": write_splat,
+        ".spz": write_spz,
+        ".compressed.ply": write_compressed_ply,
+        ".sog": write_sog,
+    }
+    if kind not in sidecar:
+        raise SceneError(path, f"the name must end in {', '.join(WRITE_SUFFIXES)}")
+    return sidecar[kind](scene, path, source=source)
+
+
 def save_scene(scene: Scene, folder: str | Path) -> Path:
     """Write a scene folder readable by `load_scene` and by INRIA-format tools:
     point_cloud.ply, cameras.json (if cameras), objects.json (if objects)."""

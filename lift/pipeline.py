@@ -226,7 +226,7 @@ def _segment_fn(name: str, cameras: Cameras, device: str, config: LiftConfig) ->
             return F.one_hot(labels, num + 1)[..., :num].float()
 
         return one_hot
-    from omnivision.twod.cli_segment import SegmentCommand, _load_scorer
+    from omnivision.twod.cli_segment import SegmentCommand, load_scorer
     from omnivision.twod.segment import SegmentConfig, local_global_scores, pixel_scores
 
     request = SegmentCommand(
@@ -234,7 +234,7 @@ def _segment_fn(name: str, cameras: Cameras, device: str, config: LiftConfig) ->
         clip=None if config.bridge is not None else config.clip,
         pretrained=config.clip_pretrained,
     )  # fmt: skip
-    scorer = _load_scorer(request, classes, device)
+    scorer = load_scorer(request, classes, device)
     segment_config = SegmentConfig()
     temperature = config.segment_temperature
 

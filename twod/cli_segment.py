@@ -148,7 +148,9 @@ def legend_overlay(
     return np.asarray(canvas)
 
 
-def _load_scorer(cfg: SegmentCommand, classes: tuple[str, ...], device: str):
+def load_scorer(cfg: SegmentCommand, classes: tuple[str, ...], device: str):
+    """The class scorer `cfg` names (--bridge on --features patches, or dense --clip), its text
+    side embedded for `classes`; shared with `omnivision-lift --features segment:...`."""
     from .segment import ClipScorer, FeatureScorer, class_embeddings
 
     if (cfg.bridge is None) == (cfg.clip is None):
@@ -224,7 +226,7 @@ def segment_main(argv: list[str], prog: str) -> int:
         raise TwoDError(f"{cfg.image}: two images named {dup!r} (outputs are NAME.png)")
     check_readable(paths)
     device = cfg.device or ("cuda" if torch.cuda.is_available() else "cpu")
-    scorer = _load_scorer(cfg, classes, device)
+    scorer = load_scorer(cfg, classes, device)
     sam = _load_regions(cfg, device)
     config = SegmentConfig(
         global_weight=cfg.global_weight if cfg.global_local else 0.0, guided=cfg.guided,

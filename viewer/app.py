@@ -265,8 +265,9 @@ class ViewerApp:
             panel.status.content = text
 
     def _on_threshold(self, client: Any) -> None:
-        if not self._syncing:
-            self.set_threshold(self.threshold.value, client)
+        if not self._syncing and not self.set_threshold(self.threshold.value, client):
+            with self.lock:
+                self._sync_slider()  # a refused value: the slider goes back to the threshold
 
     def _sync_slider(self) -> None:
         """Fit the threshold slider to the live query's score range; disable it when none is

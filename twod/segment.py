@@ -399,15 +399,10 @@ def pixel_labels(
     H, W = image.shape[:2]
     best = torch.full((H, W), -torch.inf)
     labels = torch.zeros((H, W), dtype=torch.long)
-    guide = None
-    if config.guided:  # the weights once per image, applied to every chunk of classes
-        grid = (coarse.shape[1], coarse.shape[2])
-        guide = guided_weights(grid, image, config.sigma_spatial, config.sigma_range)
+    guide = _guide(coarse, image, config)  # once per image, applied to every chunk of classes
     step = max(1, config.class_chunk)
     for k0 in range(0, coarse.shape[0], step):
-        chunk = upsample_scores(coarse[k0 : k0 + step], (H, W), guide)
-        if owner is not None:
-            chunk = region_average(chunk, owner)
+        chunk = _refined(coarse[k0 : k0 + step], (H, W), guide, owner)
         value, index = chunk.max(0)
         better = value > best
         best = torch.where(better, value, best)
@@ -424,12 +419,20 @@ def pixel_scores(
     """The per-pixel scores whose argmax `pixel_labels` takes (upsampled, guided or bilinear,
     and region-averaged), all classes at once: K * H * W floats. For callers that need the
     scores themselves (lifting class probabilities to 3D)."""
-    H, W = image.shape[:2]
-    guide = None
-    if config.guided:
-        grid = (coarse.shape[1], coarse.shape[2])
-        guide = guided_weights(grid, image, config.sigma_spatial, config.sigma_range)
-    scores = upsample_scores(coarse, (H, W), guide)
+    return _refined(coarse, image.shape[:2], _guide(coarse, image, config), owner)
+
+
+def _guide(coarse: Tensor, image: Tensor, config: SegmentConfig):
+    """The joint-bilateral weights of the image when `config.guided`, else None (bilinear)."""
+    if not config.guided:
+        return None
+    grid = (coarse.shape[1], coarse.shape[2])
+    return guided_weights(grid, image, config.sigma_spatial, config.sigma_range)
+
+
+def _refined(coarse: Tensor, size, guide, owner: Tensor | None) -> Tensor:
+    """Scores upsampled to `size` (guided by `guide`, or bilinear) and averaged in regions."""
+    scores = upsample_scores(coarse, (int(size[0]), int(size[1])), guide)
     return region_average(scores, owner) if owner is not None else scores
 
 

@@ -21,6 +21,8 @@ reader takes every component type the extension allows. Sparse accessors are ref
 
 from __future__ import annotations
 
+import json
+import struct
 from pathlib import Path
 from typing import Any
 
@@ -72,8 +74,16 @@ def is_gltf_splats(path: str | Path) -> bool:
     if path.suffix.lower() not in (".glb", ".gltf") or not path.is_file():
         return False
     try:
-        return EXTENSION in (_load(path).extensionsUsed or [])
-    except SceneError:
+        if path.suffix.lower() == ".glb":  # the JSON chunk only, not the binary one
+            with open(path, "rb") as f:
+                magic, _, _, size, kind = struct.unpack("<4sIIII", f.read(20))
+                if magic != b"glTF" or kind != 0x4E4F534A:  # "JSON"
+                    return False
+                document = json.loads(f.read(size))
+        else:
+            document = json.loads(path.read_bytes())
+        return EXTENSION in (document.get("extensionsUsed") or [])
+    except (OSError, ValueError, struct.error, AttributeError):
         return False
 
 

@@ -545,7 +545,10 @@ def test_markers_colours_threshold_volume_combine_lasso_brush_and_a_second_tab(v
     choose(page, "Combine", "add")
     wait_for(lambda: panel.session.mode == "add", 10, "the combine mode")
     assert torch.equal(app.state.selection.mask, sphere)
-    assert app.status(client) == "combine add: applies to your next selection"
+    # the status is written just after the mode, in the same callback: wait for it too
+    said = "combine add: applies to your next selection"
+    wait_for(lambda: app.status(client) == said, 10, f"the status {said!r}")
+    assert torch.equal(app.state.selection.mask, sphere)
     choose(page, "Click mode", "lasso point")
     wait_for(lambda: panel.session.click_mode == "lasso", 10, "lasso mode")
     x0, y0, x1, y1 = box

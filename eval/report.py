@@ -482,7 +482,7 @@ def draw_frame(maps: FrameMaps, title: str, png: Path) -> None:
     FigureCanvasAgg(fig)
     heat = None
     for k, category in enumerate(categories):
-        ax = fig.add_subplot(rows, cols, k + 1)
+        ax = fig.add_subplot(rows, cols, k + 1, xticks=[], yticks=[], frame_on=False)
         ax.imshow(image)
         heat = ax.imshow(relevancy[k], cmap="turbo", alpha=0.5, vmin=low, vmax=high)
         boxes = maps.boxes.get(category, [])
@@ -500,14 +500,12 @@ def draw_frame(maps: FrameMaps, title: str, png: Path) -> None:
         ax.set_xlim(-0.5, width - 0.5)
         ax.set_ylim(height - 0.5, -0.5)
         ax.set_title(f"{category} ({'hit' if hit else 'miss'})", fontsize=9)
-        ax.axis("off")
     if heat is not None:  # every panel shares the colour limits: one bar for the figure
         fig.colorbar(heat, ax=fig.axes, fraction=0.046 / cols, pad=0.01, label="relevancy")
     if not categories:
-        ax = fig.add_subplot(1, 1, 1)
+        ax = fig.add_subplot(1, 1, 1, xticks=[], yticks=[], frame_on=False)
         ax.imshow(image)
         ax.set_title("no categories in this frame", fontsize=9)
-        ax.axis("off")
     fig.suptitle(title, fontsize=9)
     fig.savefig(png, format="png")
 

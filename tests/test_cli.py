@@ -1,4 +1,6 @@
-"""The command line as a user meets it: help, outputs on disk, and one-line errors with exit code 2."""
+"""The command line as a user meets it: help, outputs on disk, and one-line errors with exit code 2.
+The console script runs as a process for help and an unknown command; the rest run `main` in this
+process (tests/cli_run.py: the same output and exit status, without importing torch again)."""
 
 from __future__ import annotations
 
@@ -6,10 +8,11 @@ import subprocess
 import sys
 
 import pytest
+from cli_run import omnivision
 from PIL import Image
 
 
-def omnivision(*args: str, cwd=None) -> subprocess.CompletedProcess:
+def omnivision_process(*args: str, cwd=None) -> subprocess.CompletedProcess:
     return subprocess.run(
         [sys.executable, "-m", "omnivision.cli", *args],
         capture_output=True,
@@ -20,7 +23,7 @@ def omnivision(*args: str, cwd=None) -> subprocess.CompletedProcess:
 
 
 def test_help_lists_the_commands():
-    out = omnivision("--help")
+    out = omnivision_process("--help")
     assert out.returncode == 0
     for command in ("demo", "demo-scene", "render", "info", "export", "query", "view"):
         assert f"  {command} " in out.stdout
@@ -118,5 +121,5 @@ def test_scene_without_cameras_asks_for_an_orbit(tmp_path):
 
 
 def test_unknown_command_exits_2():
-    out = omnivision("teleport")
+    out = omnivision_process("teleport")
     assert out.returncode == 2 and "unknown command 'teleport'" in out.stderr

@@ -1,4 +1,5 @@
-"""`omnivision-lift` as a user runs it: outputs, manifest, up-to-date runs, shards, errors."""
+"""`omnivision-lift` as a user runs it: outputs, manifest, up-to-date runs, shards, errors. One test
+starts the console script as a process; the rest run it in this process (tests/cli_run.py)."""
 
 from __future__ import annotations
 
@@ -9,11 +10,12 @@ import sys
 
 import pytest
 import torch
+from cli_run import omnivision_lift as lift
 
 from omnivision.lift.store import load_features
 
 
-def lift(*args: str) -> subprocess.CompletedProcess:
+def lift_process(*args: str) -> subprocess.CompletedProcess:
     code = "import sys; from omnivision.cli import lift_main; sys.exit(lift_main(sys.argv[1:]))"
     return subprocess.run(
         [sys.executable, "-c", code, *args], capture_output=True, text=True, timeout=600
@@ -134,8 +136,9 @@ def test_missing_dino_weights_hint_names_lifts_own_flag(demo_dir):
 
 
 def test_missing_clip_weights_are_one_line_naming_lifts_flags(demo_dir):
-    """open_clip logs its own ERROR:root: line before raising; only ours reaches stderr."""
-    out = lift(str(demo_dir), "--features", "clip-pyramid")
+    """open_clip logs its own ERROR:root: line before raising; only ours reaches stderr (of the
+    console script's own process)."""
+    out = lift_process(str(demo_dir), "--features", "clip-pyramid")
     assert out.returncode == 2, out.stderr
     assert len(out.stderr.strip().splitlines()) == 1, out.stderr
     assert "weights not available offline" in out.stderr and "--features dinov2-base" in out.stderr

@@ -1,22 +1,16 @@
-"""`omnivision localize` as a user runs it: files written, COCO JSON readable, clear errors."""
+"""`omnivision localize` as a user runs it: files written, COCO JSON readable, clear errors (in this
+process: tests/cli_run.py)."""
 
 from __future__ import annotations
 
 import json
-import subprocess
-import sys
 
 import numpy as np
 import pytest
+from cli_run import omnivision
 from conftest import data_path
 from PIL import Image
 from test_localize import shapes_image
-
-
-def omnivision(*args: str) -> subprocess.CompletedProcess:
-    return subprocess.run(
-        [sys.executable, "-m", "omnivision.cli", *args], capture_output=True, text=True, timeout=600
-    )
 
 
 @pytest.fixture(scope="module")

@@ -38,7 +38,6 @@ from omnivision.scenes.load import load_scene
 from omnivision.scenes.semantics import sidecar_paths, write_semantics
 
 SPLAT_TRANSFORM = "@playcanvas/splat-transform@3.7.0"
-COLUMNS = ("positions", "log_scales", "rotations_deg", "colours", "sh_rest", "opacity")
 
 # Max loss per column through our writer + reader on `varied_demo` (29,298 Gaussians), measured:
 #   spz:            positions 1.221e-4 (half a step of 12 fractional bits), log_scales 0.03125 (half
@@ -103,7 +102,8 @@ def column_losses(a: GaussianScene, b: GaussianScene) -> dict[str, float]:
 
 
 def assert_within(losses: dict[str, float], limits: dict[str, float], what: str) -> None:
-    over = {k: (round(losses[k], 6), limits[k]) for k in COLUMNS if not losses[k] <= limits[k]}
+    """Every column that `limits` names within its limit."""
+    over = {k: (round(losses[k], 6), v) for k, v in limits.items() if not losses[k] <= v}
     assert not over, f"{what}: (loss, limit) over the limit: {over}"
 
 
@@ -328,20 +328,21 @@ def test_splat_transform_reads_what_we_write(splat_transform, interop_scene, fmt
     assert_within(column_losses(by_position(scene, theirs), theirs), LIMITS[fmt], fmt)
 
 
-# SOG: splat-transform's encoder clusters the SH rest into a palette (k-means), so their loss depends
-# on the scene; we check the other columns and that we decode exactly what splat-transform decodes.
-# Measured on `random_scene(1000)` (their writer, our reader): positions 7.36e-5, log_scales
-# 6.11e-3 (a 256-entry codebook), rotations 1.53 deg (8 bits), colours 1.46e-3, sh_rest 1.14 (a
-# 1000-Gaussian palette of random SH), opacity 3.92e-3 (their alpha is floored, not rounded);
-# asserted with about 10% margin.
+# SOG: splat-transform's encoder clusters the SH rest into a palette by k-means from a random start,
+# so that column's largest error differs from run to run (0.92-1.27 over 9 runs on the scene below)
+# while its mean does not (0.1126-0.1136 over 8 runs): the SH rest is checked by its mean absolute
+# error, the other columns by their largest. Measured on `random_scene(1000)` (their writer, our
+# reader): positions 7.36e-5, log_scales 6.11e-3 (a 256-entry codebook), rotations 1.53 deg (8
+# bits), colours 1.46e-3, opacity 3.92e-3 (their alpha is floored, not rounded); asserted with
+# about 10% margin. And we decode exactly what splat-transform decodes.
 SOG_LIMITS = dict(
     positions=8.1e-5,
     log_scales=6.7e-3,
     rotations_deg=1.7,
     colours=1.6e-3,
-    sh_rest=1.25,
     opacity=4.3e-3,
 )
+SOG_SH_REST_MEAN = 0.125
 
 
 def test_we_read_the_sog_splat_transform_writes_bundled_and_not(splat_transform, tmp_path):
@@ -354,7 +355,10 @@ def test_we_read_the_sog_splat_transform_writes_bundled_and_not(splat_transform,
     for path in (sog, tmp_path / "unbundled" / "meta.json", tmp_path / "unbundled"):
         back = load_scene(path).gaussians
         assert len(back) == 1000 and back.sh_degree == 3
-        assert_within(column_losses(by_position(scene, back), back), SOG_LIMITS, str(path))
+        reference = by_position(scene, back)
+        assert_within(column_losses(reference, back), SOG_LIMITS, str(path))
+        rest = float((reference.sh[:, 1:] - back.sh[:, 1:]).abs().mean())
+        assert rest <= SOG_SH_REST_MEAN, (path, rest)
         same = column_losses(back, theirs)
         assert max(same.values()) < 1e-5, same
 

@@ -19,7 +19,7 @@ import io
 import os
 import tempfile
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -91,10 +91,19 @@ ROW = '//label[text()="{}"]/ancestor::div[contains(@class,"mantine-Flex-root")][
 
 
 def wait_for(
-    predicate: Callable[[], object], timeout: float, what: str, raise_: bool = True
+    predicate: Callable[[], object],
+    timeout: float,
+    what: str,
+    raise_: bool = True,
+    pages: Sequence[Any] = (),
 ) -> object:
+    """Poll `predicate` every 0.2 s. `pages` get an animation frame before each poll: viser applies
+    the server's messages (GUI updates included) on a frame, and idle pages get one every
+    IDLE_FRAME_MS only."""
     start = time.perf_counter()
     while time.perf_counter() - start < timeout:
+        for page in pages:
+            frame(page)
         value = predicate()
         if value:
             return value
@@ -104,12 +113,17 @@ def wait_for(
     return None
 
 
+def frame(page) -> None:
+    """Run the page's waiting animation frames now (with frames on demand)."""
+    if IDLE_FRAME_MS > 0:
+        page.evaluate("window.__omnivisionFrame()")
+
+
 def canvas_image(page) -> np.ndarray:
     from PIL import Image
 
     box = page.locator("canvas").first.bounding_box()
-    if IDLE_FRAME_MS > 0:
-        page.evaluate("window.__omnivisionFrame()")
+    frame(page)
     png = page.screenshot(clip=box)
     return np.asarray(Image.open(io.BytesIO(png)).convert("RGB")).astype(np.float32)
 
@@ -423,7 +437,7 @@ def test_phrase_search_delete_undo_and_pick_in_chromium(viewer, browser):
             boxes = [b for b in (s.bounding_box() for s in page.get_by_text(line).all()) if b]
             return any(bottom - STATUS_HEIGHT - 20 < b["y"] < bottom for b in boxes)
 
-        wait_for(in_status_window, 10, f"{line!r} in the status window")
+        wait_for(in_status_window, 10, f"{line!r} in the status window", pages=[page])
     timings["keys"] = time.perf_counter() - start
 
     # Modifier keys while selecting: a pick on the mug, then Alt+click there subtracts it.
@@ -528,7 +542,12 @@ def test_markers_colours_threshold_volume_combine_lasso_brush_and_a_second_tab(v
     choose(page, "Colours", "relevancy")
     wait_for(lambda: "linear-gradient" in app.colour_bar.content, 10, "the colour bar")
     bar = page.locator('div[style*="linear-gradient(to right, rgb("]')  # turbo stops
-    wait_for(lambda: bar.count() == 1 and bar.is_visible(), 10, "the colour bar on the page")
+    wait_for(
+        lambda: bar.count() == 1 and bar.is_visible(),
+        10,
+        "the colour bar on the page",
+        pages=[page],
+    )
     bar_box = bar.bounding_box()
     assert bar_box is not None and bar_box["width"] > 100, bar_box
     assert page.get_by_text(f"threshold {app.state.threshold:.3g}", exact=True).is_visible()
@@ -538,7 +557,7 @@ def test_markers_colours_threshold_volume_combine_lasso_brush_and_a_second_tab(v
     assert outside > 10  # measured 17.8-18.0 (every splat recoloured; 84 in the mug's box)
     choose(page, "Colours", "feature PCA")
     wait_for(lambda: app.state.colour_mode == "feature PCA", 10, "feature PCA colours")
-    wait_for(lambda: bar.count() == 0, 10, "the colour bar to go")
+    wait_for(lambda: bar.count() == 0, 10, "the colour bar to go", pages=[page])
     pca = next_frame(page, relevancy, box)
     inside, outside = region_change(pca, selected, box)
     print(f"feature PCA: canvas change {inside:.1f} in the mug's box, {outside:.2f} elsewhere")
@@ -558,9 +577,19 @@ def test_markers_colours_threshold_volume_combine_lasso_brush_and_a_second_tab(v
     print(f"threshold {hi + 1:.3f}: {app.status(client)}")
     assert app.state.threshold == threshold and app.state.count == count
     refusal = page.get_by_text("outside the live scores' range")  # in the status window
-    wait_for(lambda: refusal.count() == 1 and refusal.is_visible(), 10, "the refusal on the page")
+    wait_for(
+        lambda: refusal.count() == 1 and refusal.is_visible(),
+        10,
+        "the refusal on the page",
+        pages=[page],
+    )
     # The refused value does not stay in the field: the slider is back at the threshold.
-    wait_for(lambda: abs(float(field.input_value()) - threshold) < 1e-3, 10, "the field reset")
+    wait_for(
+        lambda: abs(float(field.input_value()) - threshold) < 1e-3,
+        10,
+        "the field reset",
+        pages=[page],
+    )
     assert app.threshold.value == threshold
     timings["threshold"] = time.perf_counter() - start
 
@@ -674,20 +703,30 @@ def test_markers_colours_threshold_volume_combine_lasso_brush_and_a_second_tab(v
         timings["second tab connected"] = time.perf_counter() - start
         for tab in (page, other):
             line = tab.get_by_text("shared with 1 other viewer")
-            wait_for(lambda line=line: line.count() == 1, 10, "the viewers line")
+            wait_for(lambda line=line: line.count() == 1, 10, "the viewers line", pages=[tab])
         choose(other, "Click mode", "SAM -point")
         wait_for(lambda: other_panel.session.click_mode == "sam-", 10, "the second tab's mode")
         assert panel.session.click_mode == "brush"
         assert page.get_by_role("combobox", name="Click mode", exact=True).input_value() == "brush"
         hint = "click points to exclude, then Run SAM prompt"
         assert app.status(other_id) == hint and app.status(client) != hint
-        wait_for(lambda: other.get_by_text(hint).count() == 1, 10, "the second tab's status")
+        wait_for(
+            lambda: other.get_by_text(hint).count() == 1,
+            10,
+            "the second tab's status",
+            pages=[other],
+        )
         assert page.get_by_text(hint).count() == 0
         timings["second tab's own mode"] = time.perf_counter() - start
         page.get_by_role("button", name="Delete").click()  # the first tab deletes the dab
         wait_for(lambda: len(app.state.current) == n - dabbed, 10, "the delete")
         summary = app.state.summary()
-        wait_for(lambda: other.get_by_text(summary).count() > 0, 10, "the shared count line")
+        wait_for(
+            lambda: other.get_by_text(summary).count() > 0,
+            10,
+            "the shared count line",
+            pages=[other],
+        )
         assert app.status(client).startswith("deleted") and "deleted" not in app.status(other_id)
         other.get_by_role("button", name="Undo").click()  # one shared history
         wait_for(lambda: len(app.state.current) == n, 10, "the second tab's undo")
@@ -697,7 +736,7 @@ def test_markers_colours_threshold_volume_combine_lasso_brush_and_a_second_tab(v
     finally:
         other.close()
     line = page.get_by_text("shared with anyone who connects")
-    wait_for(lambda: line.count() == 1, 10, "the first tab alone again")
+    wait_for(lambda: line.count() == 1, 10, "the first tab alone again", pages=[page])
     timings["second tab"] = time.perf_counter() - start
     print(
         "browser test 2 timings (s, cumulative): "

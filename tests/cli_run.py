@@ -1,6 +1,6 @@
 """Run a command line in the test process, as a fresh interpreter would run it, without paying for
-one: each new interpreter imports torch again (`python -c "import torch"`: 2.6 s here), which made
-the CLI tests cost most of their time starting up.
+one: each new interpreter imports torch again, which made the CLI tests spend most of their time
+starting up.
 
 `run_main(main, args)` returns what `subprocess.run(..., capture_output=True, text=True)` would:
 the exit status (`main`'s return value or SystemExit's code), stdout and stderr. What a fresh

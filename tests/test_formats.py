@@ -329,7 +329,7 @@ def test_splat_transform_reads_what_we_write(splat_transform, interop_scene, fmt
 
 
 # SOG: splat-transform's encoder clusters the SH rest into a palette by k-means from a random start,
-# so that column's largest error differs from run to run (0.92-1.27 over 9 runs on the scene below)
+# so that column's largest error differs from run to run (0.92-1.27 over 25 runs on the scene below)
 # while its mean does not (0.1126-0.1136 over 8 runs): the SH rest is checked by its mean absolute
 # error, the other columns by their largest. Measured on `random_scene(1000)` (their writer, our
 # reader): positions 7.36e-5, log_scales 6.11e-3 (a 256-entry codebook), rotations 1.53 deg (8

@@ -11,7 +11,7 @@ with its own click mode and status line that sees (and undoes) the first one's d
 Needs /usr/bin/chromium (`apt-get install chromium`) and the python playwright package; never
 downloads a browser. Takes 63 s on quiet cores (20 s the first test, 36 s the second, the rest
 launching Chromium and the first frame; each prints its step timings, and the browser fixture
-Chromium's CPU time: 51 s, where the browser's own frame pace takes 148 s in 100)."""
+prints Chromium's CPU time: 51 s, where the browser's own frame pace takes 148 s in 100)."""
 
 from __future__ import annotations
 
@@ -63,9 +63,10 @@ IDLE_FRAME_MS = int(os.environ.get("OMNIVISION_TEST_IDLE_FRAME_MS", "2000"))
 browser's own pace). Each SwiftShader frame of the viewer keeps Chromium's GPU process busy on the
 cores the other test worker shares, and viser draws whenever the browser offers a frame: left to
 the browser's pace the page keeps most of a core busy while it sits idle. The tests draw a frame
-each time they read the canvas (`canvas_image`); the idle frames only let viser apply the scene
-messages it applies on a frame. The `browser` fixture prints Chromium's CPU seconds at the end
-(compare with OMNIVISION_TEST_IDLE_FRAME_MS=0)."""
+each time they read the canvas (`canvas_image`) and while they wait for a page's GUI (`wait_for`:
+a scene message holds the messages after it until a frame); the idle frames keep the rest moving.
+The `browser` fixture prints Chromium's CPU seconds at the end (compare with
+OMNIVISION_TEST_IDLE_FRAME_MS=0)."""
 ON_DEMAND = f"""(() => {{
   let queue = [], timer = null, next = 1;
   const flush = () => {{
@@ -98,8 +99,8 @@ def wait_for(
     pages: Sequence[Any] = (),
 ) -> object:
     """Poll `predicate` every 0.2 s. `pages` get an animation frame before each poll: viser applies
-    the server's messages (GUI updates included) on a frame, and idle pages get one every
-    IDLE_FRAME_MS only."""
+    a scene message on the next frame and holds the messages after it (GUI updates included) until
+    then, and an idle page gets a frame every IDLE_FRAME_MS only."""
     start = time.perf_counter()
     while time.perf_counter() - start < timeout:
         for page in pages:

@@ -15,9 +15,9 @@ import torch
 import tyro
 
 from omnivision.scenes.errors import SceneError
+from omnivision.scenes.load import WRITE_SUFFIXES, write_suffix
 from omnivision.twod.clip_dense import CANONICAL_NEGATIVES
 
-from .edits import EXPORT_SUFFIXES
 from .selection import Selection
 
 
@@ -353,8 +353,8 @@ def query_main(argv: list[str], prog: str) -> int:
     edit = parse_edit(cmd.then) if cmd.then else None
     if edit is not None and edit[0] == "paint" and cmd.classes is None:
         raise QueryError("--then paint colours Gaussians by class: use it with --classes")
-    if cmd.out is not None and not cmd.out.name.lower().endswith(EXPORT_SUFFIXES):
-        raise QueryError(f"--out {cmd.out}: the name must end in {', '.join(EXPORT_SUFFIXES)}")
+    if cmd.out is not None and write_suffix(cmd.out) not in WRITE_SUFFIXES:
+        raise QueryError(f"--out {cmd.out}: the name must end in {', '.join(WRITE_SUFFIXES)}")
     check_mesh_path(cmd.export_mesh)
     device = cmd.device or ("cuda" if torch.cuda.is_available() else "cpu")
     start = time.perf_counter()

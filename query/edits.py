@@ -22,7 +22,7 @@ import torch
 from torch import Tensor
 
 from omnivision.scenes.gaussians import GaussianScene, rgb_to_sh_dc, sh_dc_to_rgb
-from omnivision.scenes.load import WRITE_SUFFIXES, write_gaussians, write_suffix
+from omnivision.scenes.load import write_gaussians
 
 from .selection import Selection
 
@@ -141,18 +141,11 @@ def duplicate_translate(
     return GaussianScene.concat([scene, _replace(copies, means=copies.means + shift)])
 
 
-EXPORT_SUFFIXES = WRITE_SUFFIXES
-"""What `export` writes, by the end of the file name (as `omnivision export`)."""
-
-
 def export(scene: GaussianScene, path: str | Path) -> Path:
     """Write the scene by the end of its name (`scenes.load.write_gaussians`): `.ply` (exact,
     integer extras as properties), `.glb`/`.gltf` (float32 glTF, extras as attributes), or lossy
-    `.splat`, `.spz`, `.compressed.ply`, `.sog` (integer extras in a sidecar beside the file)."""
-    if write_suffix(path) not in WRITE_SUFFIXES:
-        raise ValueError(
-            f"cannot export to {path}: the name must end in {', '.join(EXPORT_SUFFIXES)}"
-        )
+    `.splat`, `.spz`, `.compressed.ply`, `.sog` (integer extras in a sidecar beside the file).
+    Another name: SceneError (a ValueError) naming the file and the endings it takes."""
     return write_gaussians(scene, path)
 
 

@@ -653,7 +653,7 @@ class ViewerApp:
         return self.edit(action, client)
 
     def export(self, suffix: str = ".ply", client: Any = None) -> Path | None:
-        """Write SCENE/omnivision/edited<suffix> (any of `EXPORT_SUFFIXES`) and send it to
+        """Write SCENE/omnivision/edited<suffix> (any of `scenes.load.WRITE_SUFFIXES`) and send it to
         `client` as a download, with its semantics sidecar when the format needs one."""
         from omnivision.scenes.semantics import sidecar_paths
 

@@ -30,12 +30,14 @@ class ViewConfig:
 
 DESCRIPTION = """Open a scene in the browser: query by phrase / example / click / rectangle / lasso /
 brush / box or sphere / SAM prompt / reference photo, select, hide / delete / recolor / isolate
-with undo, export (.ply, .splat, .spz, .compressed.ply, .sog, .glb). Keys: Delete, Ctrl+Z, Ctrl+Shift+Z, H (hide), Esc (clear),
-I (invert); Shift-drag: rectangle; Shift-click / Alt-click: add / subtract.
+with undo, export (.ply, .splat, .spz, .compressed.ply, .sog, .glb, .gltf). Keys: Delete, Ctrl+Z,
+Ctrl+Shift+Z, H (hide), Esc (clear), I (invert); Shift-drag: rectangle; Shift-click / Alt-click:
+add / subtract.
 
 The scene, its edits (one undo history) and the selection are shared by every browser connected
 to the server; each browser has its own click mode, combine mode, prompts, status line and
-camera. Exports go to SCENE_DIR/omnivision/edited.ply|.splat and download in the browser.
+camera. Exports go to SCENE_DIR/omnivision/edited.<format> (with a semantics sidecar where the
+format needs one) and download in the browser.
 
 examples:
   omnivision demo-scene demo/ && omnivision-lift demo/ && omnivision view demo/

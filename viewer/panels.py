@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from omnivision.query.edits import EXPORT_SUFFIXES
+from omnivision.scenes.load import WRITE_SUFFIXES
 
 from .modes import (
     COLOUR_MODES,
@@ -175,9 +175,7 @@ def build_shared_gui(app: ViewerApp) -> None:
         buttons["redo"] = gui.add_button("Redo")
         gui.add_markdown(KEYS_HELP)
     with gui.add_folder("Export", order=ORDER["export"], expand_by_default=False):
-        app.export_format = gui.add_dropdown(
-            "Format", options=EXPORT_SUFFIXES, initial_value=".ply"
-        )
+        app.export_format = gui.add_dropdown("Format", options=WRITE_SUFFIXES, initial_value=".ply")
         buttons["export"] = gui.add_button("Export")
     app.buttons = buttons
 

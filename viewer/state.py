@@ -606,7 +606,7 @@ class ViewerState:
         )
 
     def export(self, path: str | Path) -> Path:
-        """Write the edited scene as .ply (exact) or .splat by suffix."""
+        """Write the edited scene by the end of `path`'s name (`query.edits.export`)."""
         try:
             return export(self.edited_scene(), path)
         except ValueError as err:

@@ -104,7 +104,7 @@ def wait_for(
     start = time.perf_counter()
     while time.perf_counter() - start < timeout:
         for page in pages:
-            frame(page)
+            run_frames(page)
         value = predicate()
         if value:
             return value
@@ -114,7 +114,7 @@ def wait_for(
     return None
 
 
-def frame(page) -> None:
+def run_frames(page) -> None:
     """Run the page's waiting animation frames now (with frames on demand)."""
     if IDLE_FRAME_MS > 0:
         page.evaluate("window.__omnivisionFrame()")
@@ -124,7 +124,7 @@ def canvas_image(page) -> np.ndarray:
     from PIL import Image
 
     box = page.locator("canvas").first.bounding_box()
-    frame(page)
+    run_frames(page)
     png = page.screenshot(clip=box)
     return np.asarray(Image.open(io.BytesIO(png)).convert("RGB")).astype(np.float32)
 
@@ -276,6 +276,17 @@ class Browser:
         """A mouse click at canvas pixel `xy`."""
         (page or self.page).mouse.click(self.canvas["x"] + xy[0], self.canvas["y"] + xy[1])
 
+    def click_until(
+        self, xy, seen: Callable[[], object], tries: int = 5, wait: float = 3.0
+    ) -> bool:
+        """Click at `xy` until the server has `seen` it (each click waits `wait` s): the first
+        click after a click-mode change can reach the page before its click filter does."""
+        for _ in range(tries):
+            self.click(xy)
+            if wait_for(seen, wait, "", raise_=False):
+                return True
+        return False
+
 
 @pytest.fixture(scope="module")
 def browser(viewer) -> Iterator[Browser]:
@@ -387,10 +398,7 @@ def test_phrase_search_delete_undo_and_pick_in_chromium(viewer, browser):
     panel = app.panel(client)  # the click mode is this browser's own
     wait_for(lambda: panel.session.click_mode == "pick", 10, "the click mode")
     centre_uv = np.median(browser.uv[mug.numpy()], axis=0)
-    for _ in range(5):  # the click filter reaches the page just after the mode change
-        browser.click(centre_uv)
-        if wait_for(lambda: app.state.picked >= 0, 3, "", raise_=False):
-            break
+    browser.click_until(centre_uv, lambda: app.state.picked >= 0)
     print(f"pick: {app.status(client)}")
     assert app.state.picked >= 0, "the click did not reach the server"
     assert int(ids[app.state.picked]) == MUG
@@ -488,10 +496,7 @@ def test_markers_colours_threshold_volume_combine_lasso_brush_and_a_second_tab(v
     choose(page, "Click mode", "SAM +point")
     wait_for(lambda: panel.session.click_mode == "sam+", 10, "SAM +point mode")
     centre_uv = np.median(browser.uv[mug.numpy()], axis=0)
-    for _ in range(5):  # the click filter reaches the page just after the mode change
-        browser.click(centre_uv)
-        if wait_for(lambda: "sam" in panel.markers, 3, "", raise_=False):
-            break
+    browser.click_until(centre_uv, lambda: "sam" in panel.markers)
     prompt = panel.session.sam_prompt
     assert prompt is not None and "sam" in panel.markers, app.status(client)
     assert np.abs(prompt.points[-1].numpy() * browser.scale - centre_uv).max() < 1.5
@@ -640,14 +645,11 @@ def test_markers_colours_threshold_volume_combine_lasso_brush_and_a_second_tab(v
         [(x0 - m, y0 - m), (x1 + m, y0 - m), (x1 + m, cy), (cx, y1 + m), (x0 - m, y1 + m)]
     )
     for k, xy in enumerate(corners, 1):
-        for _ in range(5 if k == 1 else 1):
-            browser.click(xy)
 
-            def clicked(k: int = k) -> bool:
-                return panel.session.lasso is not None and len(panel.session.lasso.points) >= k
+        def clicked(k: int = k) -> bool:
+            return panel.session.lasso is not None and len(panel.session.lasso.points) >= k
 
-            if wait_for(clicked, 3 if k == 1 else 10, "", raise_=False):
-                break
+        browser.click_until(xy, clicked, *((5, 3.0) if k == 1 else (1, 10.0)))
     lasso = panel.session.lasso
     assert lasso is not None and "lasso" in panel.markers, app.status(client)
     assert np.abs(lasso.points[-len(corners) :] * browser.scale - corners).max() < 1.5

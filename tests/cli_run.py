@@ -8,7 +8,8 @@ process prints to stderr besides our own lines is kept: Python's default warning
 root logger without handlers (so a library's `logging.error()` configures logging and prints, as
 open_clip's does). Global state the commands touch (torch threads, the working directory,
 environment variables) is put back afterwards. Tests that check the console scripts themselves
-(`python -m omnivision.cli`, exit status of the process) still start a real process."""
+(`python -m omnivision.cli`, exit status of the process) start a real process: `omnivision_process`,
+`lift_process`."""
 
 from __future__ import annotations
 
@@ -61,6 +62,24 @@ def run_main(
         os.environ.clear()
         os.environ.update(environ)
     return subprocess.CompletedProcess(list(args), int(code or 0), out.getvalue(), err.getvalue())
+
+
+def run_process(argv: Sequence[str], cwd: Path | str | None = None) -> subprocess.CompletedProcess:
+    """`python ARGV...` as its own process (for tests of the console scripts themselves)."""
+    return subprocess.run(
+        [sys.executable, *argv], capture_output=True, text=True, cwd=cwd, timeout=600
+    )
+
+
+def omnivision_process(*args: str, cwd: Path | str | None = None) -> subprocess.CompletedProcess:
+    """`omnivision ARGS...` as its own process."""
+    return run_process(["-m", "omnivision.cli", *args], cwd)
+
+
+def lift_process(*args: str) -> subprocess.CompletedProcess:
+    """`omnivision-lift ARGS...` as its own process."""
+    code = "import sys; from omnivision.cli import lift_main; sys.exit(lift_main(sys.argv[1:]))"
+    return run_process(["-c", code, *args])
 
 
 def omnivision(*args: str, cwd: Path | str | None = None) -> subprocess.CompletedProcess:

@@ -4,22 +4,9 @@ process (tests/cli_run.py: the same output and exit status, without importing to
 
 from __future__ import annotations
 
-import subprocess
-import sys
-
 import pytest
-from cli_run import omnivision
+from cli_run import omnivision, omnivision_process
 from PIL import Image
-
-
-def omnivision_process(*args: str, cwd=None) -> subprocess.CompletedProcess:
-    return subprocess.run(
-        [sys.executable, "-m", "omnivision.cli", *args],
-        capture_output=True,
-        text=True,
-        cwd=cwd,
-        timeout=300,
-    )
 
 
 def test_help_lists_the_commands():

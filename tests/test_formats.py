@@ -10,13 +10,13 @@ import json
 import os
 import shutil
 import subprocess
-import sys
 import zipfile
 from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
+from cli_run import omnivision_process
 from conftest import random_scene
 from plyfile import PlyData
 from scipy.spatial import KDTree
@@ -219,12 +219,7 @@ def test_bad_files_are_named_with_the_problem(tmp_path):
 
 def test_export_of_a_bad_file_exits_2_with_one_line(tmp_path):
     path, message = _bad_files(tmp_path)[0]
-    run = subprocess.run(
-        [sys.executable, "-m", "omnivision.cli", "export", str(path), str(tmp_path / "o.ply")],
-        capture_output=True,
-        text=True,
-        timeout=300,
-    )
+    run = omnivision_process("export", str(path), str(tmp_path / "o.ply"))
     assert run.returncode == 2
     assert message in run.stderr and len(run.stderr.strip().splitlines()) == 1, run.stderr
 

@@ -5,21 +5,13 @@ from __future__ import annotations
 
 import json
 import shutil
-import subprocess
-import sys
 
 import pytest
 import torch
+from cli_run import lift_process
 from cli_run import omnivision_lift as lift
 
 from omnivision.lift.store import load_features
-
-
-def lift_process(*args: str) -> subprocess.CompletedProcess:
-    code = "import sys; from omnivision.cli import lift_main; sys.exit(lift_main(sys.argv[1:]))"
-    return subprocess.run(
-        [sys.executable, "-c", code, *args], capture_output=True, text=True, timeout=600
-    )
 
 
 def test_lift_writes_features_and_manifest_then_is_up_to_date(demo_dir, tmp_path):

@@ -195,13 +195,11 @@ def test_train_bridge_cli_errors_are_one_line(tmp_path, capsys):
 def test_missing_clip_weights_print_one_line(scene, tmp_path):
     """open_clip logs an `ERROR:root:` line of its own before raising; only ours reaches stderr,
     and its fallback is a flag of this command."""
-    import subprocess
-    import sys
+    from cli_run import omnivision_process
 
-    out = subprocess.run(
-        [sys.executable, "-m", "omnivision.cli", "phrase", "--text", "red square",
-         "--image", str(scene[0]), "--clip", "ViT-B-16", "--sam", "none", "--out", str(tmp_path)],
-        capture_output=True, text=True, timeout=300,
+    out = omnivision_process(
+        "phrase", "--text", "red square", "--image", str(scene[0]), "--clip", "ViT-B-16",
+        "--sam", "none", "--out", str(tmp_path),
     )  # fmt: skip
     assert out.returncode == 2
     assert out.stderr.count("\n") == 1, out.stderr

@@ -358,10 +358,24 @@ def _render_view_torch(
     table = torch.cat([table, table.new_zeros(1, table.shape[1])])
     tiles = table.new_zeros(grid.num_tiles, grid.tile_size**2, table.shape[1])
     alpha_tiles = table.new_zeros(grid.num_tiles, grid.tile_size**2)
+    # With a graph the sum must be out of place, and each index_add copies the whole image: the
+    # blocks are added a batch at a time, a batch holding about one image's worth of products.
+    graph = torch.is_grad_enabled() and table.requires_grad
+    ids, contribs, pending = [], [], 0
     for block in blend_blocks(proj, grid, config.chunk_elements):
         contrib = torch.bmm(block.weights.transpose(1, 2), table[block.gaussian_ids])
-        tiles = tiles.index_add(0, block.tile_ids, contrib)
         alpha_tiles.index_add_(0, block.tile_ids, block.weights.sum(1))
+        if not graph:
+            tiles.index_add_(0, block.tile_ids, contrib)
+            continue
+        ids.append(block.tile_ids)
+        contribs.append(contrib)
+        pending += contrib.numel()
+        if pending >= tiles.numel():
+            tiles = tiles.index_add(0, torch.cat(ids), torch.cat(contribs))
+            ids, contribs, pending = [], [], 0
+    if contribs:
+        tiles = tiles.index_add(0, torch.cat(ids), torch.cat(contribs))
     image = grid.untile(tiles)
     alpha = grid.untile(alpha_tiles[..., None])[..., 0]
     c = 3 if config.rgb else 0

@@ -76,15 +76,22 @@ def test_sparse_weights_give_render_and_lift(small, tile_size):
     torch.testing.assert_close(weight_sums, torch.sparse.sum(W, 0).to_dense(), atol=1e-5, rtol=RTOL)
 
 
-def test_features_are_differentiable_and_the_gradient_is_the_lift(small):
-    """d/df Σ_p render(f)(p)·F(p) = Σ_p w_i(p) F(p): the autograd view of aggregation (LUDVIG)."""
+@pytest.mark.parametrize("chunk_elements", [1 << 22, 64])
+def test_features_are_differentiable_and_the_gradient_is_the_lift(small, chunk_elements):
+    """d/df Σ_p render(f)(p)·F(p) = Σ_p w_i(p) F(p): the autograd view of aggregation (LUDVIG).
+    With a graph the blocks are summed a batch at a time; 64 elements per block gives one block
+    per Gaussian slice, so several batches (and the in-place no-graph sum must agree)."""
     scene, cameras, features = small
+    config = RenderConfig(rgb=False, chunk_elements=chunk_elements)
     f = features.clone().requires_grad_(True)
     feature_map = torch.randn(cameras.heights[2], cameras.widths[2], 6)
-    out = render(scene, cameras[2], f, RenderConfig(rgb=False))
+    out = render(scene, cameras[2], f, config)
     (out.features[0] * feature_map).sum().backward()
     sums, _ = accumulate(scene, cameras, 2, feature_map)
     torch.testing.assert_close(f.grad, sums, atol=1e-4, rtol=RTOL)
+    with torch.no_grad():
+        plain = render(scene, cameras[2], features, config)
+    torch.testing.assert_close(out.features.detach(), plain.features, atol=ATOL, rtol=RTOL)
 
 
 def test_projection_matches_gsplat_pure_torch_reference(small):

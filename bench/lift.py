@@ -177,13 +177,12 @@ def targets(rows: list[dict]) -> list[str]:
         autograd = float(row["autograd_s"])
         # 10x holds when (w + autograd - weights) >= 10 (w + pooled - weights), w the weights' time
         needed = (autograd - 10 * pooled + 9 * weights) / 9
-        reach = (
-            f"10x needs weights <= {needed:.3f} s ({weights / needed:.1f}x faster)"
-            if 0 < needed < weights
-            else "10x holds"
-            if needed >= weights
-            else "10x out of reach"
-        )
+        if needed >= weights:
+            reach = "10x holds"
+        elif needed > 0:
+            reach = f"10x needs weights <= {needed:.3f} s ({weights / needed:.1f}x faster)"
+        else:
+            reach = "10x out of reach"
         out.append(
             f"- (D={row['D']}: blending weights {weights:.3f} s of the pooled {pooled:.3f} s; "
             f"with free weights autograd/pooled would be {row['free_weights_ratio']}; {reach}; "

@@ -649,7 +649,8 @@ def test_markers_colours_threshold_volume_combine_lasso_brush_and_a_second_tab(v
         def clicked(k: int = k) -> bool:
             return panel.session.lasso is not None and len(panel.session.lasso.points) >= k
 
-        browser.click_until(xy, clicked, *((5, 3.0) if k == 1 else (1, 10.0)))
+        tries, wait = (5, 3.0) if k == 1 else (1, 10.0)  # the first after the mode change
+        browser.click_until(xy, clicked, tries, wait)
     lasso = panel.session.lasso
     assert lasso is not None and "lasso" in panel.markers, app.status(client)
     assert np.abs(lasso.points[-len(corners) :] * browser.scale - corners).max() < 1.5
